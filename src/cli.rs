@@ -1,0 +1,280 @@
+//! The command line: parse arguments, load the topology, drive the
+//! observe -> plan -> apply loop once, print. Glue only; the work is in
+//! `reconcile` and `datapath`.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::{self, ConfigErrors, Topology},
+    datapath::{Datapath, Scope, vxlan::VxlanKernel},
+    reconcile::{self, Desired, Observed, Plan, render},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lvn",
+    version,
+    about = "Lite Virtual Network: a declarative overlay on the kernel's own VXLAN"
+)]
+pub struct Cli {
+    /// Topology file.
+    #[arg(long, global = true, env = "LVN_CONFIG", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The node this machine acts as (default: the hostname).
+    #[arg(long, global = true, env = "LVN_NODE")]
+    node: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the topology file; print every error as FILE:LINE:COL: message.
+    Check,
+    /// Show what `apply` would change, changing nothing.
+    Plan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to change, 2 when there is.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Also print a diff of the rendered kernel state (always on a terminal).
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Make the kernel match the topology, then verify.
+    Apply {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything lvn owns for this network.
+    Down {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the topology file.
+    Schema,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LVN_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Schema => {
+            print!("{}", config::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let topo = match load(&cli.config) {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            if let Some(name) = &cli.node
+                && let Err(e) = topo.node(name)
+            {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(1));
+            }
+            println!(
+                "{}: ok ({} nodes, {} hubs)",
+                cli.config.display(),
+                topo.nodes.len(),
+                topo.hubs().count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            json,
+            detailed_exitcode,
+            diff,
+        } => {
+            let Some(ctx) = Session::load(&cli)? else {
+                return Ok(ExitCode::from(1));
+            };
+            runtime()?.block_on(async {
+                let mut dp = VxlanKernel::connect().context("opening netlink")?;
+                let (desired, observed, plan) = ctx.plan(&mut dp, false).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&render::plan_json(
+                            &ctx.node,
+                            &ctx.topo.network.name,
+                            &plan
+                        ))?
+                    );
+                } else {
+                    print_plan(&plan);
+                    let tty = std::io::stdout().is_terminal();
+                    if (tty || diff) && !plan.is_empty() {
+                        println!();
+                        print!(
+                            "{}",
+                            render::state_diff(&observed.state, &desired.state, tty)
+                        );
+                    }
+                }
+                Ok(if detailed_exitcode && !plan.is_empty() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                })
+            })
+        }
+        Command::Apply { json } | Command::Down { json } => {
+            let down = matches!(cli.command, Command::Down { .. });
+            let Some(ctx) = Session::load(&cli)? else {
+                return Ok(ExitCode::from(1));
+            };
+            runtime()?.block_on(ctx.apply(down, json))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Load and validate, printing every error; `Err(exit code)` if invalid.
+fn load(path: &std::path::Path) -> Result<Topology, ExitCode> {
+    config::load(path).map_err(|e: ConfigErrors| {
+        eprintln!("{e}");
+        ExitCode::from(1)
+    })
+}
+
+fn print_plan(plan: &Plan) {
+    if plan.is_empty() {
+        println!("No changes: the kernel matches the topology.");
+        return;
+    }
+    for s in &plan.steps {
+        println!("{s}");
+    }
+    println!("{}", render::summary_line(plan));
+}
+
+/// A loaded topology and the node this machine acts as.
+struct Session {
+    topo: Topology,
+    node: String,
+}
+
+impl Session {
+    /// `None` after printing config errors.
+    fn load(cli: &Cli) -> Result<Option<Session>> {
+        let Ok(topo) = load(&cli.config) else {
+            return Ok(None);
+        };
+        let node = match &cli.node {
+            Some(n) => n.clone(),
+            None => hostname()?,
+        };
+        if let Err(e) = topo.node(&node) {
+            eprintln!("{e}");
+            return Ok(None);
+        }
+        Ok(Some(Session { topo, node }))
+    }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            network: self.topo.network.name.clone(),
+            device: self.topo.network.device.clone(),
+            overlay: self.topo.network.overlay,
+        }
+    }
+
+    /// Observe and plan; `down` plans removal of everything lvn owns.
+    async fn plan<D: Datapath>(&self, dp: &mut D, down: bool) -> Result<(Desired, Observed, Plan)> {
+        let observed = dp.observe(&self.scope()).await?;
+        let desired = if down {
+            Desired::default()
+        } else {
+            let me = self.topo.node(&self.node)?;
+            reconcile::desired(&self.topo, me, &observed.underlay)
+        };
+        let plan = reconcile::plan(&desired, &observed)?;
+        Ok((desired, observed, plan))
+    }
+
+    async fn apply(self, down: bool, json: bool) -> Result<ExitCode> {
+        let mut dp = VxlanKernel::connect().context("opening netlink")?;
+        let (_, _, plan) = self.plan(&mut dp, down).await?;
+        let result = dp.apply(&self.scope(), &plan).await;
+        let (done, writes, failure) = match result {
+            Ok(r) => (r.done, r.writes, None),
+            Err(e) => (Vec::new(), 0, Some(e)),
+        };
+        if !json {
+            for s in &done {
+                println!("{s}");
+            }
+        }
+        if let Some(e) = failure {
+            bail!("{e}");
+        }
+        // Verify like nmstate: re-read the kernel, expect nothing left to do.
+        let (_, _, rest) = self.plan(&mut dp, down).await?;
+        let summary = Plan {
+            steps: done.clone(),
+        }
+        .summary();
+        if json {
+            let mut v =
+                render::plan_json(&self.node, &self.topo.network.name, &Plan { steps: done });
+            v["writes"] = writes.into();
+            v["remaining"] = rest.steps.iter().map(render::step_json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else if summary.add + summary.change + summary.remove == 0 {
+            println!("No changes: the kernel matches the topology.");
+        } else {
+            println!(
+                "Apply complete: {} added, {} changed, {} removed ({writes} kernel writes).",
+                summary.add, summary.change, summary.remove
+            );
+        }
+        if !rest.is_empty() {
+            eprintln!("error: the kernel still differs after apply:");
+            for s in &rest.steps {
+                eprintln!("  {s}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn hostname() -> Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the hostname (pass --node or set LVN_NODE)")?;
+    Ok(h.trim().to_string())
+}

@@ -1,0 +1,98 @@
+//! The file as written, every value with its byte span. The JSON Schema in
+//! `schemas/topology.schema.json` is generated from these types, so the schema
+//! and the parser cannot disagree about which keys exist.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// An lvn topology: one file for the whole fleet, kept in git. Each machine
+/// acts as one node of it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "lvn topology")]
+pub struct RawTopology {
+    /// Settings shared by every node of the network.
+    #[schemars(with = "RawNetwork")]
+    pub network: Spanned<RawNetwork>,
+    /// The nodes, by name. A machine picks its own with `--node`, `LVN_NODE` or its hostname.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawNode>")]
+    pub nodes: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>>,
+}
+
+/// Settings shared by every node of the network.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// 1-11 characters of [a-z0-9-]; the device is `lvn-<name>` unless `device` is set.
+    #[schemars(with = "String", regex(pattern = r"^[a-z0-9-]{1,11}$"))]
+    pub name: Spanned<String>,
+    /// Device name override (1-15 characters, no '/', ':' or whitespace).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", length(min = 1, max = 15))]
+    pub device: Option<Spanned<String>>,
+    /// Overlay prefix, e.g. "100.64.0.0/16"; every node address lies inside.
+    #[schemars(with = "String")]
+    pub overlay: Spanned<String>,
+    /// UDP port of the encapsulation, the same on every node.
+    #[schemars(with = "u16", range(min = 1, max = 65534))]
+    pub port: Spanned<i64>,
+    /// Data path: "vxlan" (kernel VXLAN). "fou" and "userspace" are planned.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("enum" = ["vxlan"]))]
+    pub datapath: Option<Spanned<String>>,
+    /// VXLAN network identifier, 0-16777215.
+    #[schemars(with = "u32", range(max = 16_777_215))]
+    pub vni: Spanned<i64>,
+    /// Overlay MTU; default: underlay MTU minus encapsulation overhead.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>", range(min = 68, max = 65535))]
+    pub mtu: Option<Spanned<i64>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub keepalive: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub expire_after: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub auth: Option<Spanned<toml::Value>>,
+}
+
+/// One node of the network.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// "hub" (public endpoint, forwards between spokes) or "spoke" (the default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("enum" = ["hub", "spoke"]))]
+    pub role: Option<Spanned<String>>,
+    /// The node's overlay address, inside `network.overlay`.
+    #[schemars(with = "String")]
+    pub address: Spanned<String>,
+    /// Underlay endpoint: "ip", "ip:port" or "[v6]:port". Required for a hub;
+    /// optional for a spoke.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub keepalive: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub expire_after: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub public_key: Option<Spanned<toml::Value>>,
+}
+
+/// The JSON Schema of the topology file, pretty-printed with a final newline.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(RawTopology);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

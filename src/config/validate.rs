@@ -1,0 +1,434 @@
+//! Semantic checks: everything TOML and serde cannot say. All errors of a file
+//! are collected, so an operator fixes them in one pass.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    path::PathBuf,
+};
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::{
+    ConfigError, ConfigErrors, Source, parse_endpoint,
+    raw::{RawNetwork, RawNode, RawTopology},
+};
+
+/// Longest network name: "lvn-" plus it must fit IFNAMSIZ (15 characters).
+pub const MAX_NETWORK_NAME: usize = 11;
+const MAX_DEVICE_NAME: usize = 15;
+const MAX_NODE_NAME: usize = 63;
+/// The source port range is [port, port + 1), so the port must leave room.
+const MAX_PORT: i64 = 65534;
+const MAX_VNI: i64 = (1 << 24) - 1;
+
+/// A checked topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub file: PathBuf,
+    pub network: Network,
+    pub nodes: BTreeMap<String, Node>,
+    /// Where `[nodes]` starts, to point at when `--node` names no node.
+    nodes_at: (usize, usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub device: String,
+    pub overlay: IpNet,
+    pub port: u16,
+    pub datapath: Datapath,
+    pub vni: u32,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    Vxlan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Hub,
+    Spoke,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub address: IpAddr,
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Topology {
+    /// The node this machine acts as, or an error listing the declared ones.
+    pub fn node(&self, name: &str) -> Result<&Node, ConfigError> {
+        self.nodes.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+            ConfigError {
+                file: self.file.clone(),
+                line: self.nodes_at.0,
+                col: self.nodes_at.1,
+                message: format!(
+                    "node '{name}' is not declared (declared: {}); pick one with --node or LVN_NODE",
+                    known.join(", ")
+                ),
+            }
+        })
+    }
+
+    /// Hubs in name order.
+    pub fn hubs(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.role == Role::Hub)
+    }
+}
+
+struct Checker<'a> {
+    source: &'a Source,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(self.source.error(span, message));
+    }
+
+    fn reserved<T>(&mut self, value: &Option<Spanned<T>>, key: &str) {
+        if let Some(v) = value {
+            self.err(
+                v.span(),
+                format!("'{key}' is not supported yet: it comes with `lvn run` (NAT discovery, keepalive, auth); remove it for now"),
+            );
+        }
+    }
+}
+
+pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, ConfigErrors> {
+    let mut c = Checker {
+        source,
+        errors: Vec::new(),
+    };
+    let network = check_network(&mut c, raw.network.get_ref());
+    let Some(raw_nodes) = &raw.nodes else {
+        c.err(
+            0..0,
+            "no nodes are declared: add at least a hub, e.g. [nodes.hub1] with role, address and endpoint",
+        );
+        return Err(ConfigErrors(c.errors));
+    };
+    let nodes_at = {
+        let e = source.error(raw_nodes.span(), "");
+        (e.line, e.col)
+    };
+    let mut nodes = BTreeMap::new();
+    for (name, node) in raw_nodes.get_ref() {
+        if let Some(n) = check_node(&mut c, name, node.get_ref(), network.as_ref()) {
+            nodes.insert(n.name.clone(), n);
+        }
+    }
+    if network.is_some() {
+        check_fleet(&mut c, raw_nodes, &nodes);
+    }
+    c.errors.sort_by_key(|e| (e.line, e.col));
+    match network {
+        Some(network) if c.errors.is_empty() => Ok(Topology {
+            file: source.path.clone(),
+            network,
+            nodes,
+            nodes_at,
+        }),
+        _ => Err(ConfigErrors(c.errors)),
+    }
+}
+
+fn check_network(c: &mut Checker, n: &RawNetwork) -> Option<Network> {
+    let name = n.name.get_ref();
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_NETWORK_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        c.err(
+            n.name.span(),
+            format!(
+                "network name '{name}' is invalid: expected 1-{MAX_NETWORK_NAME} characters of [a-z0-9-] (the device is 'lvn-<name>', at most 15 characters)"
+            ),
+        );
+    }
+    let device = match &n.device {
+        Some(d) => {
+            let s = d.get_ref();
+            let ok = !s.is_empty()
+                && s.len() <= MAX_DEVICE_NAME
+                && s != "."
+                && s != ".."
+                && !s
+                    .chars()
+                    .any(|ch| ch == '/' || ch == ':' || ch.is_whitespace());
+            if !ok {
+                c.err(
+                    d.span(),
+                    format!("device name '{s}' is invalid: expected 1-{MAX_DEVICE_NAME} characters without '/', ':' or whitespace"),
+                );
+            }
+            s.clone()
+        }
+        None => format!("lvn-{name}"),
+    };
+    let overlay = match n.overlay.get_ref().parse::<IpNet>() {
+        Ok(net) if net.trunc() != net => {
+            c.err(
+                n.overlay.span(),
+                format!(
+                    "overlay '{net}' has host bits set, did you mean '{}'?",
+                    net.trunc()
+                ),
+            );
+            None
+        }
+        Ok(net) => Some(net),
+        Err(_) => {
+            c.err(
+                n.overlay.span(),
+                format!(
+                    "overlay '{}' is not a prefix, expected e.g. \"100.64.0.0/16\"",
+                    n.overlay.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    let port = *n.port.get_ref();
+    if !(1..=MAX_PORT).contains(&port) {
+        c.err(
+            n.port.span(),
+            format!("port {port} is out of range, expected 1-{MAX_PORT} (the source port is pinned to the range [port, port+1))"),
+        );
+    }
+    let vni = *n.vni.get_ref();
+    if !(0..=MAX_VNI).contains(&vni) {
+        c.err(
+            n.vni.span(),
+            format!("vni {vni} is out of range, expected 0-{MAX_VNI}"),
+        );
+    }
+    let datapath = match n.datapath.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("vxlan") => Some(Datapath::Vxlan),
+        Some(d @ ("fou" | "userspace")) => {
+            c.err(
+                n.datapath.as_ref().map_or(0..0, Spanned::span),
+                format!("datapath '{d}' is not supported yet, expected \"vxlan\""),
+            );
+            None
+        }
+        Some(d) => {
+            c.err(
+                n.datapath.as_ref().map_or(0..0, Spanned::span),
+                format!("unknown datapath '{d}', expected \"vxlan\""),
+            );
+            None
+        }
+    };
+    let min_mtu = match overlay {
+        Some(IpNet::V6(_)) => 1280,
+        _ => 68,
+    };
+    let mtu = n.mtu.as_ref().and_then(|m| {
+        let v = *m.get_ref();
+        if (min_mtu..=65535).contains(&v) {
+            Some(v as u32)
+        } else {
+            c.err(
+                m.span(),
+                format!("mtu {v} is out of range, expected {min_mtu}-65535"),
+            );
+            None
+        }
+    });
+    c.reserved(&n.keepalive, "keepalive");
+    c.reserved(&n.expire_after, "expire_after");
+    c.reserved(&n.auth, "auth");
+    Some(Network {
+        name: name.clone(),
+        device,
+        overlay: overlay?,
+        port: u16::try_from(port).ok().filter(|p| *p != 0)?,
+        datapath: datapath?,
+        vni: u32::try_from(vni).ok()?,
+        mtu,
+    })
+    .filter(|_| name_ok)
+}
+
+fn check_node(
+    c: &mut Checker,
+    name: &Spanned<String>,
+    n: &RawNode,
+    net: Option<&Network>,
+) -> Option<Node> {
+    let s = name.get_ref();
+    if s.is_empty()
+        || s.len() > MAX_NODE_NAME
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        c.err(
+            name.span(),
+            format!("node name '{s}' is invalid: expected 1-{MAX_NODE_NAME} characters of [A-Za-z0-9._-]"),
+        );
+    }
+    let role = match n.role.as_ref().map(|r| r.get_ref().as_str()) {
+        None | Some("spoke") => Role::Spoke,
+        Some("hub") => Role::Hub,
+        Some(other) => {
+            c.err(
+                n.role.as_ref().map_or(0..0, Spanned::span),
+                format!("unknown role '{other}', expected \"hub\" or \"spoke\""),
+            );
+            Role::Spoke
+        }
+    };
+    let address = match n.address.get_ref().parse::<IpAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.err(
+                n.address.span(),
+                format!(
+                    "address '{}' is not an IP address, expected e.g. \"100.64.1.2\" (no prefix length)",
+                    n.address.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    if let (Some(a), Some(net)) = (address, net) {
+        check_address(c, &n.address, a, net.overlay);
+    }
+    let endpoint = n.endpoint.as_ref().and_then(|e| {
+        let port = net.map_or(4789, |n| n.port);
+        parse_endpoint(e.get_ref(), port)
+            .map_err(|m| c.err(e.span(), m))
+            .ok()
+    });
+    if role == Role::Hub && n.endpoint.is_none() {
+        c.err(
+            name.span(),
+            format!("hub '{s}' has no endpoint: a hub needs a public endpoint that spokes can reach, e.g. endpoint = \"198.51.100.1\""),
+        );
+    }
+    c.reserved(&n.keepalive, "keepalive");
+    c.reserved(&n.expire_after, "expire_after");
+    c.reserved(&n.public_key, "public_key");
+    Some(Node {
+        name: s.clone(),
+        role,
+        address: address?,
+        endpoint,
+    })
+}
+
+fn check_address(c: &mut Checker, at: &Spanned<String>, a: IpAddr, overlay: IpNet) {
+    if !overlay.contains(&a) {
+        c.err(
+            at.span(),
+            format!("address {a} lies outside the overlay {overlay}"),
+        );
+    } else if let IpNet::V4(v4) = overlay
+        && v4.prefix_len() <= 30
+        && (a == IpAddr::V4(v4.network()) || a == IpAddr::V4(v4.broadcast()))
+    {
+        c.err(
+            at.span(),
+            format!("address {a} is the network or broadcast address of the overlay {overlay}"),
+        );
+    }
+}
+
+/// Checks across nodes: duplicates, hubs, one underlay family.
+fn check_fleet(
+    c: &mut Checker,
+    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    nodes: &BTreeMap<String, Node>,
+) {
+    let mut seen_addr: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut seen_ep: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    let mut seen_mac: BTreeMap<crate::reconcile::Mac, &str> = BTreeMap::new();
+    let hub_family = nodes
+        .values()
+        .filter(|n| n.role == Role::Hub)
+        .find_map(|n| n.endpoint.map(|e| (n.name.as_str(), e.is_ipv4())));
+    for (name, rn) in raw.get_ref() {
+        let Some(node) = nodes.get(name.get_ref()) else {
+            continue;
+        };
+        if let Some(other) = seen_addr.insert(node.address, name.get_ref()) {
+            c.err(
+                rn.get_ref().address.span(),
+                format!(
+                    "address {} of node '{}' is already used by node '{other}'",
+                    node.address, node.name
+                ),
+            );
+        }
+        let mac = crate::reconcile::Mac::for_overlay(node.address);
+        if let Some(other) = seen_mac.insert(mac, name.get_ref())
+            && nodes.get(other).is_some_and(|o| o.address != node.address)
+        {
+            c.err(
+                rn.get_ref().address.span(),
+                format!("address {} of node '{}' maps to MAC {mac} like node '{other}'s; pick addresses that differ in their last 32 bits", node.address, node.name),
+            );
+        }
+        if let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) {
+            if let Some(other) = seen_ep.insert(ep, name.get_ref()) {
+                c.err(
+                    at.span(),
+                    format!(
+                        "endpoint {ep} of node '{}' is already used by node '{other}'",
+                        node.name
+                    ),
+                );
+            }
+            if let Some((hub, v4)) = hub_family
+                && ep.is_ipv4() != v4
+            {
+                c.err(
+                    at.span(),
+                    format!(
+                        "endpoint {ep} of node '{}' is {} but hub '{hub}' is {}: all endpoints of a network share one underlay family (declare a second network for the other one)",
+                        node.name,
+                        family_name(ep.is_ipv4()),
+                        family_name(v4)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some((hub, false)) = hub_family {
+        for (name, rn) in raw.get_ref() {
+            if rn.get_ref().endpoint.is_none() {
+                c.err(
+                    name.span(),
+                    format!("node '{}' has no endpoint, but hub '{hub}' is on IPv6: on an IPv6 underlay every node declares its own address as endpoint (the device sends from it)", name.get_ref()),
+                );
+            }
+        }
+    }
+    if !nodes.is_empty() && !nodes.values().any(|n| n.role == Role::Hub) {
+        c.err(
+            raw.span(),
+            "no hub is declared: a network needs at least one node with role = \"hub\"",
+        );
+    }
+}
+
+fn family_name(v4: bool) -> &'static str {
+    if v4 { "IPv4" } else { "IPv6" }
+}

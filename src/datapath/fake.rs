@@ -1,0 +1,102 @@
+//! An in-memory kernel for property tests of the planner. It applies steps
+//! to a [`State`] and keeps the foreign objects the planner must never touch,
+//! so a test can check that they survive.
+
+use super::{ApplyReport, Datapath, DatapathError, Scope};
+use crate::reconcile::{Action, Object, Observed, Plan, Sysctl, sysctl_key};
+
+#[derive(Debug, Clone)]
+pub struct FakeKernel {
+    /// What the fake kernel holds: lvn's objects in `state`, foreign ones beside.
+    pub observed: Observed,
+    /// Writes applied so far.
+    pub writes: usize,
+    /// Overlay family of the device's settings ("ipv4" or "ipv6").
+    pub sysctl_family: &'static str,
+}
+
+impl Default for FakeKernel {
+    fn default() -> Self {
+        FakeKernel {
+            observed: Observed::default(),
+            writes: 0,
+            sysctl_family: "ipv4",
+        }
+    }
+}
+
+impl Datapath for FakeKernel {
+    async fn observe(&mut self, _scope: &Scope) -> Result<Observed, DatapathError> {
+        Ok(self.observed.clone())
+    }
+
+    async fn apply(&mut self, _scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {
+        let mut report = ApplyReport::default();
+        for step in &plan.steps {
+            self.apply_step(step);
+            report.writes += 1;
+            report.done.push(step.clone());
+        }
+        self.writes += report.writes;
+        Ok(report)
+    }
+}
+
+impl FakeKernel {
+    fn apply_step(&mut self, step: &crate::reconcile::Step) {
+        let s = &mut self.observed.state;
+        let remove = step.action == Action::Remove;
+        match &step.object {
+            Object::Link(l) => {
+                let fresh = step.action == Action::Add || !step.replace.is_empty();
+                if remove || fresh {
+                    // The device goes, and everything on it.
+                    *s = Default::default();
+                    self.observed.kernel_neighbours.clear();
+                }
+                if fresh {
+                    // A new device starts with the kernel's default settings.
+                    for (setting, value) in &self.observed.sysctl_defaults {
+                        let key = sysctl_key(self.sysctl_family, &l.name, setting);
+                        let value = value.clone();
+                        s.sysctls.insert(key.clone(), Sysctl { key, value });
+                    }
+                }
+                if !remove {
+                    s.link = Some(l.clone());
+                }
+            }
+            Object::Address(a) => {
+                if remove {
+                    s.addresses.remove(&a.address);
+                } else {
+                    s.addresses.insert(a.address, a.clone());
+                }
+            }
+            Object::Fdb(f) => {
+                if remove {
+                    s.fdb.remove(&f.mac);
+                } else {
+                    s.fdb.insert(f.mac, f.clone());
+                }
+            }
+            Object::Neigh(n) => {
+                if remove {
+                    s.neighbours.remove(&n.address);
+                } else {
+                    s.neighbours.insert(n.address, n.clone());
+                }
+            }
+            Object::Route(r) => {
+                if remove {
+                    s.routes.remove(&r.key());
+                } else {
+                    s.routes.insert(r.key(), r.clone());
+                }
+            }
+            Object::Sysctl(x) => {
+                s.sysctls.insert(x.key.clone(), x.clone());
+            }
+        }
+    }
+}

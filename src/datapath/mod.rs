@@ -1,0 +1,96 @@
+//! Datapaths turn plans into kernel state. The trait has two verbs:
+//! `observe` reads what lvn owns (and what it must stay away from),
+//! `apply` carries out a plan's steps in order. `vxlan.rs` does it with
+//! netlink against the real kernel; `fake.rs` keeps an in-memory kernel for
+//! property tests of the planner.
+
+pub mod fake;
+mod netlink;
+pub mod vxlan;
+
+use ipnet::IpNet;
+
+use crate::reconcile::{Observed, Plan, Step};
+
+/// Alias lvn writes on the devices it creates: `lvn:<network>`. A device
+/// without it is not lvn's, whatever its name.
+pub fn owner_alias(network: &str) -> String {
+    format!("lvn:{network}")
+}
+
+/// What a datapath looks at for one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub network: String,
+    pub device: String,
+    /// Overlay prefix: decides the family of addresses, neighbours, routes.
+    pub overlay: IpNet,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Steps carried out, in order.
+    pub done: Vec<Step>,
+    /// Kernel write requests sent (netlink messages and sysctl writes).
+    pub writes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{op}: {source}")]
+    Kernel {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("applying the plan stopped after {done} of {total} steps: {source}")]
+    Partial {
+        done: usize,
+        total: usize,
+        #[source]
+        source: Box<DatapathError>,
+    },
+}
+
+impl DatapathError {
+    /// Worth retrying after a back-off (the kernel was busy or out of
+    /// memory, or something raced with us), as opposed to a request the
+    /// kernel will always refuse.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DatapathError::Kernel { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc_errno::EBUSY
+                        | libc_errno::EAGAIN
+                        | libc_errno::ENOBUFS
+                        | libc_errno::ENOMEM
+                        | libc_errno::EEXIST
+                        | libc_errno::ENOENT
+                )
+            ),
+            DatapathError::Netlink(_) => true,
+            DatapathError::Partial { source, .. } => source.is_transient(),
+        }
+    }
+}
+
+/// The few errno values the datapath distinguishes.
+pub(crate) mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const EBUSY: i32 = 16;
+    pub const EEXIST: i32 = 17;
+    pub const ENOBUFS: i32 = 105;
+}
+
+/// A kernel datapath: observe what lvn owns, apply a plan.
+#[allow(async_fn_in_trait)]
+pub trait Datapath {
+    async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError>;
+    async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError>;
+}

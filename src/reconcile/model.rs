@@ -1,0 +1,306 @@
+//! Plain data for desired and observed kernel state of one network on one
+//! node. Every collection is ordered, so plans and renderings are
+//! deterministic.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use serde::{Serialize, Serializer};
+
+/// A MAC address. lvn derives every node's MAC from its overlay address, so
+/// nodes never have to exchange MACs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// `02:4c:` + the IPv4 address (locally administered, unicast); IPv6
+    /// overlay addresses use `02:4d:` + their last 32 bits.
+    pub fn for_overlay(ip: IpAddr) -> Mac {
+        let (tag, tail) = match ip {
+            IpAddr::V4(v4) => (0x4c, v4.octets()),
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                (0x4d, [o[12], o[13], o[14], o[15]])
+            }
+        };
+        Mac([0x02, tag, tail[0], tail[1], tail[2], tail[3]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Underlay address family of a network's encapsulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
+    }
+}
+
+/// The VXLAN device of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    /// Source port range [low, high): pinned to `port` so a NAT sees one flow.
+    pub srcport: (u16, u16),
+    pub underlay: Family,
+    /// Source address of encapsulated packets: none on IPv4 (the kernel
+    /// picks, NAT rewrites); the node's own endpoint on IPv6, which is also
+    /// what makes the kernel open an IPv6 socket.
+    pub local: Option<IpAddr>,
+    pub mtu: u32,
+    pub mac: Mac,
+    pub learning: bool,
+    pub up: bool,
+}
+
+impl Link {
+    /// Fields the kernel cannot change in place: a difference means the
+    /// device is deleted and created again.
+    pub fn replace_fields(&self, old: &Link) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.vni != old.vni {
+            f.push("vni");
+        }
+        if self.port != old.port {
+            f.push("port");
+        }
+        if self.srcport != old.srcport {
+            f.push("srcport");
+        }
+        if self.underlay != old.underlay {
+            f.push("underlay family");
+        }
+        f
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub dev: String,
+    pub address: IpNet,
+    /// The prefix route is lvn's own (proto lvn), not the kernel's.
+    pub noprefixroute: bool,
+}
+
+/// A forwarding entry on the VXLAN device: this MAC lives behind that
+/// underlay address and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fdb {
+    pub dev: String,
+    pub mac: Mac,
+    pub dst: IpAddr,
+    pub port: u16,
+}
+
+/// A permanent neighbour entry: overlay address -> derived MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Neigh {
+    pub dev: String,
+    pub address: IpAddr,
+    pub mac: Mac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RouteKey {
+    pub dst: IpNet,
+    pub metric: u32,
+}
+
+/// A route in the main table, marked with lvn's route protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub dev: String,
+    pub dst: IpNet,
+    pub metric: u32,
+    /// Next hop in the overlay (installed `onlink`); `None` is a link route.
+    pub via: Option<IpAddr>,
+}
+
+impl Route {
+    pub fn key(&self) -> RouteKey {
+        RouteKey {
+            dst: self.dst,
+            metric: self.metric,
+        }
+    }
+}
+
+/// A per-device kernel setting under /proc/sys, e.g.
+/// `net.ipv4.conf.lvn-ninux.forwarding`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sysctl {
+    pub key: String,
+    pub value: String,
+}
+
+impl Sysctl {
+    /// Path under /proc/sys. Dots in the device name stay dots there, so
+    /// the key is split on its fixed structure, not on every dot.
+    pub fn proc_path(key: &str) -> String {
+        // net.<family>.conf.<dev>.<setting>
+        let mut parts = key.splitn(4, '.');
+        let (a, b, c, rest) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        match rest.rsplit_once('.') {
+            Some((dev, setting)) => format!("/proc/sys/{a}/{b}/{c}/{dev}/{setting}"),
+            None => format!("/proc/sys/{a}/{b}/{c}/{rest}"),
+        }
+    }
+}
+
+/// Everything lvn wants (or owns) for one network on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub link: Option<Link>,
+    pub addresses: BTreeMap<IpNet, Address>,
+    pub fdb: BTreeMap<Mac, Fdb>,
+    pub neighbours: BTreeMap<IpAddr, Neigh>,
+    pub routes: BTreeMap<RouteKey, Route>,
+    pub sysctls: BTreeMap<String, Sysctl>,
+}
+
+impl State {
+    /// Number of objects, the link included.
+    pub fn len(&self) -> usize {
+        usize::from(self.link.is_some())
+            + self.addresses.len()
+            + self.fdb.len()
+            + self.neighbours.len()
+            + self.routes.len()
+            + self.sysctls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the kernel has, as the datapath saw it. `state` holds only what lvn
+/// owns; the other fields are what the planner must know to stay away from
+/// what it does not own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub state: State,
+    /// A device with lvn's device name that lvn did not create.
+    pub foreign_link: Option<String>,
+    /// Routes in the main table that are not lvn's, by key, with their owner.
+    pub foreign_routes: BTreeMap<RouteKey, String>,
+    /// Non-permanent neighbour entries the kernel made on lvn's device.
+    pub kernel_neighbours: BTreeSet<IpAddr>,
+    /// Values a new device starts with (`net.<family>.conf.default.*`), by setting name.
+    pub sysctl_defaults: BTreeMap<String, String>,
+    pub underlay: Underlay,
+}
+
+/// Just enough of the underlay to pick a default MTU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Underlay {
+    /// Main-table routes: destination and output device index.
+    pub routes: Vec<(IpNet, u32)>,
+    /// Devices by index: name and MTU.
+    pub links: BTreeMap<u32, (String, u32)>,
+}
+
+impl Underlay {
+    /// The device a packet to `dst` leaves by (longest prefix match), with
+    /// its MTU. Devices named in `exclude` (lvn's own) are skipped.
+    pub fn device_to(&self, dst: IpAddr, exclude: &str) -> Option<(&str, u32)> {
+        self.routes
+            .iter()
+            .filter(|(net, _)| net.contains(&dst))
+            .filter_map(|(net, oif)| {
+                let (name, mtu) = self.links.get(oif)?;
+                (name != exclude).then_some((net.prefix_len(), name.as_str(), *mtu))
+            })
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, name, mtu)| (name, mtu))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_from_overlay_address() {
+        let m = Mac::for_overlay("100.64.1.2".parse().unwrap());
+        assert_eq!(m.to_string(), "02:4c:64:40:01:02");
+        let m = Mac::for_overlay("fd00::1:2".parse().unwrap());
+        assert_eq!(m.to_string(), "02:4d:00:01:00:02");
+    }
+
+    #[test]
+    fn sysctl_path_keeps_dots_in_device_names() {
+        assert_eq!(
+            Sysctl::proc_path("net.ipv4.conf.lvn-ninux.forwarding"),
+            "/proc/sys/net/ipv4/conf/lvn-ninux/forwarding"
+        );
+        assert_eq!(
+            Sysctl::proc_path("net.ipv4.conf.my.dev.send_redirects"),
+            "/proc/sys/net/ipv4/conf/my.dev/send_redirects"
+        );
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let u = Underlay {
+            routes: vec![
+                ("0.0.0.0/0".parse().unwrap(), 1),
+                ("198.51.100.0/24".parse().unwrap(), 2),
+                ("198.51.100.0/24".parse().unwrap(), 3),
+            ],
+            links: [
+                (1, ("eth0".into(), 1500)),
+                (2, ("wan".into(), 1492)),
+                (3, ("lvn-x".into(), 1400)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(
+            u.device_to("198.51.100.1".parse().unwrap(), "lvn-x"),
+            Some(("wan", 1492))
+        );
+        assert_eq!(
+            u.device_to("203.0.113.1".parse().unwrap(), "lvn-x"),
+            Some(("eth0", 1500))
+        );
+        assert_eq!(u.device_to("2001:db8::1".parse().unwrap(), "lvn-x"), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! Desired vs observed -> the smallest ordered list of steps that closes the
+//! gap. Pure: no clock, no I/O. Everything a step needs (names, addresses,
+//! MACs, ports) is resolved here, so applying it involves no choices.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    Address, Desired, Fdb, Link, Neigh, ObjectKey, Observed, Reason, Route, State, Sysctl,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Add,
+    Change,
+    Remove,
+}
+
+/// One kernel object, as a step adds, changes or removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Object {
+    Link(Link),
+    Address(Address),
+    Fdb(Fdb),
+    Neigh(Neigh),
+    Route(Route),
+    Sysctl(Sysctl),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Link(_) => "link",
+            Object::Address(_) => "address",
+            Object::Fdb(_) => "fdb",
+            Object::Neigh(_) => "neigh",
+            Object::Route(_) => "route",
+            Object::Sysctl(_) => "sysctl",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub action: Action,
+    pub object: Object,
+    /// What the kernel has now, for a change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<Object>,
+    /// For a link change the kernel cannot make in place: the fields that
+    /// force deleting and re-creating the device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<&'static str>,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub remove: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for step in &self.steps {
+            match step.action {
+                Action::Add => s.add += 1,
+                Action::Change => s.change += 1,
+                Action::Remove => s.remove += 1,
+            }
+        }
+        s
+    }
+}
+
+/// Why a plan cannot be made: something lvn would have to modify is not lvn's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "device {name} exists and is not lvn's ({what}); lvn will not modify it: remove or rename it, or set `device` in [network]"
+    )]
+    ForeignLink { name: String, what: String },
+    #[error(
+        "route {dst} metric {metric} exists and is not lvn's (proto {owner}); lvn will not modify it"
+    )]
+    ForeignRoute {
+        dst: ipnet::IpNet,
+        metric: u32,
+        owner: String,
+    },
+}
+
+/// The steps that turn `observed` into `desired`.
+pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
+    let want = &desired.state;
+    let have = &observed.state;
+    if let (Some(link), Some(what)) = (&want.link, &observed.foreign_link) {
+        return Err(PlanError::ForeignLink {
+            name: link.name.clone(),
+            what: what.clone(),
+        });
+    }
+    if let Some((key, owner)) = want
+        .routes
+        .keys()
+        .find_map(|k| observed.foreign_routes.get_key_value(k))
+    {
+        return Err(PlanError::ForeignRoute {
+            dst: key.dst,
+            metric: key.metric,
+            owner: owner.clone(),
+        });
+    }
+
+    let mut steps = Vec::new();
+    let link_step = match (&want.link, &have.link) {
+        (Some(w), None) => Some(step(
+            Action::Add,
+            Object::Link(w.clone()),
+            None,
+            desired.reason(&ObjectKey::Link),
+        )),
+        (Some(w), Some(h)) if w != h => {
+            let mut s = step(
+                Action::Change,
+                Object::Link(w.clone()),
+                Some(Object::Link(h.clone())),
+                desired.reason(&ObjectKey::Link),
+            );
+            s.replace = w.replace_fields(h);
+            Some(s)
+        }
+        (None, Some(h)) => {
+            // Everything lvn owns lives on its device and goes with it.
+            steps.push(step(
+                Action::Remove,
+                Object::Link(h.clone()),
+                None,
+                Reason::NotDeclared,
+            ));
+            return Ok(Plan { steps });
+        }
+        _ => None,
+    };
+    // A new or re-created device starts empty, with the kernel's defaults.
+    let fresh;
+    let have = match &link_step {
+        Some(s) if s.action == Action::Add || !s.replace.is_empty() => {
+            fresh = fresh_state(want, observed);
+            &fresh
+        }
+        _ => have,
+    };
+
+    let mut removes = Vec::new();
+    let mut adds = Vec::new();
+    diff(
+        &want.routes,
+        &have.routes,
+        |k| ObjectKey::Route(*k),
+        Object::Route,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    diff(
+        &want.neighbours,
+        &have.neighbours,
+        |k| ObjectKey::Neigh(*k),
+        Object::Neigh,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    diff(
+        &want.fdb,
+        &have.fdb,
+        |k| ObjectKey::Fdb(*k),
+        Object::Fdb,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    diff(
+        &want.addresses,
+        &have.addresses,
+        |k| ObjectKey::Address(*k),
+        Object::Address,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    diff(
+        &want.sysctls,
+        &have.sysctls,
+        |k| ObjectKey::Sysctl(k.clone()),
+        Object::Sysctl,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    // Sysctls are settings, never removed: a device setting lvn stopped
+    // caring about stays as it is.
+    removes.retain(|s: &Step| !matches!(s.object, Object::Sysctl(_)));
+
+    steps.extend(removes);
+    steps.extend(link_step);
+    adds.sort_by_key(|s| apply_order(&s.object));
+    steps.extend(adds);
+    Ok(Plan { steps })
+}
+
+fn step(action: Action, object: Object, old: Option<Object>, reason: Reason) -> Step {
+    Step {
+        action,
+        object,
+        old,
+        replace: Vec::new(),
+        reason,
+    }
+}
+
+/// Adds run in dependency order: the address before routes using it,
+/// neighbours after the FDB entries they resolve through.
+fn apply_order(o: &Object) -> u8 {
+    match o {
+        Object::Link(_) => 0,
+        Object::Address(_) => 1,
+        Object::Sysctl(_) => 2,
+        Object::Fdb(_) => 3,
+        Object::Neigh(_) => 4,
+        Object::Route(_) => 5,
+    }
+}
+
+/// The state of a device that is about to be created: nothing on it, and
+/// the kernel's default settings.
+fn fresh_state(want: &State, observed: &Observed) -> State {
+    let sysctls = want
+        .sysctls
+        .iter()
+        .filter_map(|(k, s)| {
+            let setting = k.rsplit('.').next()?;
+            let value = observed.sysctl_defaults.get(setting)?;
+            Some((
+                k.clone(),
+                Sysctl {
+                    key: s.key.clone(),
+                    value: value.clone(),
+                },
+            ))
+        })
+        .collect();
+    State {
+        sysctls,
+        ..State::default()
+    }
+}
+
+fn diff<K: Ord, V: Clone + PartialEq>(
+    want: &BTreeMap<K, V>,
+    have: &BTreeMap<K, V>,
+    key: impl Fn(&K) -> ObjectKey,
+    wrap: impl Fn(V) -> Object,
+    desired: &Desired,
+    removes: &mut Vec<Step>,
+    adds: &mut Vec<Step>,
+) {
+    for (k, h) in have {
+        if !want.contains_key(k) {
+            removes.push(step(
+                Action::Remove,
+                wrap(h.clone()),
+                None,
+                Reason::NotDeclared,
+            ));
+        }
+    }
+    for (k, w) in want {
+        match have.get(k) {
+            None => adds.push(step(
+                Action::Add,
+                wrap(w.clone()),
+                None,
+                desired.reason(&key(k)),
+            )),
+            Some(h) if h != w => adds.push(step(
+                Action::Change,
+                wrap(w.clone()),
+                Some(wrap(h.clone())),
+                desired.reason(&key(k)),
+            )),
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,49 @@
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why a step is in a plan. Typed, so the plan printout, the JSON output and
+/// the log line all say the same thing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// The network's device, `mtu_from` says where its MTU comes from.
+    Network { network: String, mtu_from: String },
+    /// This node's own overlay address.
+    OwnAddress { node: String },
+    /// A peer whose underlay endpoint is declared in the topology.
+    StaticEndpoint { peer: String },
+    /// The overlay address of a peer this node talks to directly.
+    PeerAddress { peer: String },
+    /// A spoke reaches the rest of the overlay through its hub.
+    ViaHub { hub: String },
+    /// A spoke reaches a further hub directly.
+    DirectHub { hub: String },
+    /// A hub reaches every node of the overlay on its device.
+    HubOverlay,
+    /// Device settings for this node's role.
+    Role { role: crate::config::Role },
+    /// lvn owns it and the topology no longer wants it.
+    NotDeclared,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Network { network, mtu_from } => {
+                write!(f, "network {network}, {mtu_from}")
+            }
+            Reason::OwnAddress { node } => write!(f, "{node}: own overlay address"),
+            Reason::StaticEndpoint { peer } => write!(f, "{peer}: static endpoint"),
+            Reason::PeerAddress { peer } => write!(f, "{peer}: overlay address"),
+            Reason::ViaHub { hub } => write!(f, "overlay through hub {hub}"),
+            Reason::DirectHub { hub } => write!(f, "{hub}: hub reached directly"),
+            Reason::HubOverlay => write!(f, "hub: overlay on this device"),
+            Reason::Role { role } => match role {
+                crate::config::Role::Hub => write!(f, "hub: forwards between spokes"),
+                crate::config::Role::Spoke => write!(f, "spoke: does not forward"),
+            },
+            Reason::NotDeclared => write!(f, "not declared"),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Plans and states for people (one line per change, iproute2 words) and for
+//! machines (JSON). One `Display` per object serves the plan printout, the
+//! apply report and the log line.
+
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use super::{
+    Action, Address, Fdb, Link, Neigh, Object, Plan, ROUTE_PROTOCOL, Route, State, Step, Sysctl,
+};
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} vxlan vni {} port {} srcport {}-{} underlay {}{} mtu {} mac {}{}{}",
+            self.name,
+            self.vni,
+            self.port,
+            self.srcport.0,
+            self.srcport.1,
+            match self.underlay {
+                super::Family::Ipv4 => "ipv4",
+                super::Family::Ipv6 => "ipv6",
+            },
+            self.local
+                .map(|l| format!(" local {l}"))
+                .unwrap_or_default(),
+            self.mtu,
+            self.mac,
+            if self.learning {
+                " learning"
+            } else {
+                " nolearning"
+            },
+            if self.up { " up" } else { " down" },
+        )
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dev {}", self.address, self.dev)?;
+        if self.noprefixroute {
+            write!(f, " noprefixroute")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Fdb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} dst {} port {} dev {}",
+            self.mac, self.dst, self.port, self.dev
+        )
+    }
+}
+
+impl fmt::Display for Neigh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} lladdr {} dev {} permanent",
+            self.address, self.mac, self.dev
+        )
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        write!(f, " dev {}", self.dev)?;
+        if self.via.is_some() {
+            write!(f, " onlink")?;
+        }
+        write!(f, " proto {ROUTE_PROTOCOL} metric {}", self.metric)
+    }
+}
+
+impl fmt::Display for Sysctl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}", self.key, self.value)
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Link(o) => o.fmt(f),
+            Object::Address(o) => o.fmt(f),
+            Object::Fdb(o) => o.fmt(f),
+            Object::Neigh(o) => o.fmt(f),
+            Object::Route(o) => o.fmt(f),
+            Object::Sysctl(o) => o.fmt(f),
+        }
+    }
+}
+
+fn fmt_opt(ip: Option<std::net::IpAddr>) -> String {
+    ip.map_or_else(|| "any".to_string(), |ip| ip.to_string())
+}
+
+/// What differs between two links, e.g. `mtu 1450 -> 1400`.
+fn link_changes(new: &Link, old: &Link) -> String {
+    let mut c = Vec::new();
+    let mut field = |name: &str, n: String, o: String| {
+        if n != o {
+            c.push(format!("{name} {o} -> {n}"));
+        }
+    };
+    field("vni", new.vni.to_string(), old.vni.to_string());
+    field("port", new.port.to_string(), old.port.to_string());
+    field(
+        "srcport",
+        format!("{}-{}", new.srcport.0, new.srcport.1),
+        format!("{}-{}", old.srcport.0, old.srcport.1),
+    );
+    field(
+        "underlay",
+        format!("{:?}", new.underlay),
+        format!("{:?}", old.underlay),
+    );
+    field("local", fmt_opt(new.local), fmt_opt(old.local));
+    field("mtu", new.mtu.to_string(), old.mtu.to_string());
+    field("mac", new.mac.to_string(), old.mac.to_string());
+    field(
+        "learning",
+        new.learning.to_string(),
+        old.learning.to_string(),
+    );
+    field("up", new.up.to_string(), old.up.to_string());
+    c.join(", ")
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = match (self.action, self.replace.is_empty()) {
+            (Action::Add, _) => "+",
+            (Action::Remove, _) => "-",
+            (Action::Change, true) => "~",
+            (Action::Change, false) => "-/+",
+        };
+        write!(f, "{sign} {} {}", self.object.kind(), self.object)?;
+        match (&self.object, &self.old) {
+            (Object::Link(new), Some(Object::Link(old))) => {
+                write!(f, "  [{}]", link_changes(new, old))?;
+                if !self.replace.is_empty() {
+                    write!(
+                        f,
+                        " [replace: {} cannot change in place]",
+                        self.replace.join(", ")
+                    )?;
+                }
+            }
+            (_, Some(Object::Sysctl(old))) => write!(f, "  [was {}]", old.value)?,
+            (_, Some(old)) => write!(f, "  [was {old}]")?,
+            _ => {}
+        }
+        write!(f, "  ({})", self.reason)
+    }
+}
+
+/// The summary line of a plan.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = plan.summary();
+    format!(
+        "Plan: {} to add, {} to change, {} to remove.",
+        s.add, s.change, s.remove
+    )
+}
+
+/// The plan as JSON, the `lvn plan --json` contract.
+pub fn plan_json(node: &str, network: &str, plan: &Plan) -> Value {
+    let changes: Vec<Value> = plan.steps.iter().map(step_json).collect();
+    json!({
+        "node": node,
+        "network": network,
+        "changes": changes,
+        "summary": plan.summary(),
+    })
+}
+
+pub fn step_json(s: &Step) -> Value {
+    let mut object = serde_json::to_value(&s.object).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut object {
+        m.remove("kind");
+    }
+    let mut v = json!({
+        "action": s.action,
+        "kind": s.object.kind(),
+        "object": object,
+        "reason": s.reason.to_string(),
+        "reason_detail": s.reason,
+    });
+    if let Some(old) = &s.old {
+        let mut o = serde_json::to_value(old).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut o {
+            m.remove("kind");
+        }
+        v["old"] = o;
+    }
+    if !s.replace.is_empty() {
+        v["replace"] = json!(s.replace);
+    }
+    v
+}
+
+/// A state as sorted text lines, for a diff of observed against desired.
+pub fn state_lines(s: &State) -> String {
+    let mut out = String::new();
+    let mut line = |kind: &str, o: &dyn fmt::Display| {
+        out.push_str(kind);
+        out.push(' ');
+        out.push_str(&o.to_string());
+        out.push('\n');
+    };
+    if let Some(l) = &s.link {
+        line("link", l);
+    }
+    s.addresses.values().for_each(|o| line("address", o));
+    s.sysctls.values().for_each(|o| line("sysctl", o));
+    s.fdb.values().for_each(|o| line("fdb", o));
+    s.neighbours.values().for_each(|o| line("neigh", o));
+    s.routes.values().for_each(|o| line("route", o));
+    out
+}
+
+/// A unified diff of two renderings, coloured for a terminal.
+pub fn state_diff(observed: &State, desired: &State, color: bool) -> String {
+    let old = state_lines(observed);
+    let new = state_lines(desired);
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for change in diff.iter_all_changes() {
+        let (sign, code) = match change.tag() {
+            similar::ChangeTag::Delete => ("-", "\x1b[31m"),
+            similar::ChangeTag::Insert => ("+", "\x1b[32m"),
+            similar::ChangeTag::Equal => continue,
+        };
+        if color {
+            out.push_str(&format!("{code}{sign} {change}\x1b[0m"));
+        } else {
+            out.push_str(&format!("{sign} {change}"));
+        }
+    }
+    out
+}
