@@ -80,17 +80,28 @@ fn hub_and_spokes_ping_and_second_apply_writes_nothing() {
     let cfg = f.lab.write_config("t.toml", &topology("", BOB, 4242));
     for (ns, node) in f.nodes() {
         let v = f.lab.apply_json(ns, &cfg, node);
-        assert!(!changes(&v).is_empty(), "first apply on {node} changes something");
+        assert!(
+            !changes(&v).is_empty(),
+            "first apply on {node} changes something"
+        );
         assert_eq!(v["remaining"], Value::Array(vec![]), "{node}: {v}");
     }
     assert!(f.lab.ping(&f.hub, "100.64.1.2"), "hub -> alice");
     assert!(f.lab.ping(&f.alice, "100.64.0.1"), "alice -> hub");
     assert!(f.lab.ping(&f.bob, "100.64.0.1"), "bob -> hub");
-    assert!(f.lab.ping(&f.alice, "100.64.1.3"), "alice -> bob through the hub");
-    assert!(f.lab.ping(&f.bob, "100.64.1.2"), "bob -> alice through the hub");
+    assert!(
+        f.lab.ping(&f.alice, "100.64.1.3"),
+        "alice -> bob through the hub"
+    );
+    assert!(
+        f.lab.ping(&f.bob, "100.64.1.2"),
+        "bob -> alice through the hub"
+    );
 
     // The data really goes through the hub: alice has no entry for bob.
-    let fdb = f.lab.in_ns(&f.alice, &["bridge", "fdb", "show", "dev", "lvn-ninux"]);
+    let fdb = f
+        .lab
+        .in_ns(&f.alice, &["bridge", "fdb", "show", "dev", "lvn-ninux"]);
     assert!(!fdb.contains(BOB), "alice knows bob's endpoint: {fdb}");
 
     for (ns, node) in f.nodes() {
@@ -98,7 +109,11 @@ fn hub_and_spokes_ping_and_second_apply_writes_nothing() {
         assert_eq!(v["writes"], 0, "second apply on {node} writes nothing: {v}");
         assert!(changes(&v).is_empty(), "{v}");
         let out = f.lab.lvn(ns, &cfg, node, &["plan", "--detailed-exitcode"]);
-        assert_eq!(out.status.code(), Some(0), "no-change plan exits 0 on {node}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "no-change plan exits 0 on {node}"
+        );
     }
 }
 
@@ -109,10 +124,21 @@ fn one_endpoint_changed_is_exactly_one_fdb_change() {
     f.apply_all(&cfg);
     // bob moves to a new underlay address.
     let moved = "198.51.100.13";
-    sh(&["ip", "-n", &f.bob, "addr", "del", &format!("{BOB}/24"), "dev", "u0"]);
+    sh(&[
+        "ip",
+        "-n",
+        &f.bob,
+        "addr",
+        "del",
+        &format!("{BOB}/24"),
+        "dev",
+        "u0",
+    ]);
     f.lab.add_addr(&f.bob, &format!("{moved}/24"));
     let cfg2 = f.lab.write_config("t2.toml", &topology("", moved, 4242));
-    let out = f.lab.lvn(&f.hub, &cfg2, "hub1", &["plan", "--detailed-exitcode"]);
+    let out = f
+        .lab
+        .lvn(&f.hub, &cfg2, "hub1", &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2), "a plan with changes exits 2");
     let plan = f.lab.plan_json(&f.hub, &cfg2, "hub1");
     let ch = changes(&plan);
@@ -128,7 +154,10 @@ fn one_endpoint_changed_is_exactly_one_fdb_change() {
     for (ns, node) in [(&f.alice, "alice"), (&f.bob, "bob")] {
         assert!(changes(&f.lab.plan_json(ns, &cfg2, node)).is_empty());
     }
-    assert!(f.lab.ping(&f.alice, "100.64.1.3"), "alice -> bob at its new address");
+    assert!(
+        f.lab.ping(&f.alice, "100.64.1.3"),
+        "alice -> bob at its new address"
+    );
 }
 
 #[test]
@@ -172,10 +201,22 @@ fn device_deleted_by_hand_is_planned_and_restored() {
     assert!(out.contains("+ link lvn-ninux"), "{out}");
     assert!(out.contains("+ fdb 02:4c:64:40:01:02 dst 198.51.100.2 port 4789 dev lvn-ninux  (alice: static endpoint)"), "{out}");
     f.lab.lvn_ok(&f.hub, &cfg, "hub1", &["apply"]);
-    assert!(f.lab.ping(&f.alice, "100.64.1.3"), "alice -> bob after repair");
+    assert!(
+        f.lab.ping(&f.alice, "100.64.1.3"),
+        "alice -> bob after repair"
+    );
 
     // An entry removed by hand is put back, and only it.
-    sh(&["ip", "-n", &f.hub, "neigh", "del", "100.64.1.3", "dev", "lvn-ninux"]);
+    sh(&[
+        "ip",
+        "-n",
+        &f.hub,
+        "neigh",
+        "del",
+        "100.64.1.3",
+        "dev",
+        "lvn-ninux",
+    ]);
     let plan = f.lab.plan_json(&f.hub, &cfg, "hub1");
     assert_eq!(changes(&plan).len(), 1, "{plan}");
     assert_eq!(changes(&plan)[0]["kind"], "neigh");
@@ -187,25 +228,76 @@ fn foreign_route_and_vxlan_survive_apply_and_down() {
     let hub = &f.hub;
     // Someone else's VXLAN device on the same port, and their routes,
     // one of them for lvn's own overlay prefix at another metric.
-    sh(&["ip", "-n", hub, "link", "add", "vx-other", "type", "vxlan", "id", "7", "dstport", "4789", "nolearning"]);
+    sh(&[
+        "ip",
+        "-n",
+        hub,
+        "link",
+        "add",
+        "vx-other",
+        "type",
+        "vxlan",
+        "id",
+        "7",
+        "dstport",
+        "4789",
+        "nolearning",
+    ]);
     sh(&["ip", "-n", hub, "link", "set", "vx-other", "up"]);
-    sh(&["ip", "-n", hub, "route", "add", "100.64.200.0/24", "dev", "u0", "proto", "static"]);
-    sh(&["ip", "-n", hub, "route", "add", "100.64.0.0/16", "dev", "u0", "metric", "500"]);
+    sh(&[
+        "ip",
+        "-n",
+        hub,
+        "route",
+        "add",
+        "100.64.200.0/24",
+        "dev",
+        "u0",
+        "proto",
+        "static",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        hub,
+        "route",
+        "add",
+        "100.64.0.0/16",
+        "dev",
+        "u0",
+        "metric",
+        "500",
+    ]);
     let before_link = sh(&["ip", "-n", hub, "-d", "link", "show", "vx-other"]);
     let before_routes = sh(&["ip", "-n", hub, "route", "show", "proto", "static"]);
 
     let cfg = f.lab.write_config("t.toml", &topology("", BOB, 4242));
     f.apply_all(&cfg);
-    assert!(f.lab.ping(&f.alice, "100.64.1.3"), "lvn works beside the foreign device");
-    assert_eq!(sh(&["ip", "-n", hub, "route", "show", "proto", "static"]), before_routes);
+    assert!(
+        f.lab.ping(&f.alice, "100.64.1.3"),
+        "lvn works beside the foreign device"
+    );
+    assert_eq!(
+        sh(&["ip", "-n", hub, "route", "show", "proto", "static"]),
+        before_routes
+    );
     assert!(sh(&["ip", "-n", hub, "route", "show", "100.64.0.0/16"]).contains("metric 500"));
 
     f.lab.lvn_ok(hub, &cfg, "hub1", &["down"]);
     let links = sh(&["ip", "-n", hub, "link", "show"]);
-    assert!(!links.contains("lvn-"), "down leaves no lvn device: {links}");
+    assert!(
+        !links.contains("lvn-"),
+        "down leaves no lvn device: {links}"
+    );
     assert!(sh(&["ip", "-n", hub, "route", "show", "proto", "76"]).is_empty());
-    assert_eq!(sh(&["ip", "-n", hub, "-d", "link", "show", "vx-other"]).replace("state UNKNOWN", ""), before_link.replace("state UNKNOWN", ""));
-    assert_eq!(sh(&["ip", "-n", hub, "route", "show", "proto", "static"]), before_routes);
+    assert_eq!(
+        sh(&["ip", "-n", hub, "-d", "link", "show", "vx-other"]).replace("state UNKNOWN", ""),
+        before_link.replace("state UNKNOWN", "")
+    );
+    assert_eq!(
+        sh(&["ip", "-n", hub, "route", "show", "proto", "static"]),
+        before_routes
+    );
     assert!(sh(&["ip", "-n", hub, "route", "show", "100.64.0.0/16"]).contains("metric 500"));
     // Down again: nothing there, still success.
     let out = f.lab.lvn_ok(hub, &cfg, "hub1", &["down"]);
@@ -218,7 +310,20 @@ fn foreign_objects_in_the_way_are_refused_not_modified() {
     let hub = &f.hub;
     let cfg = f.lab.write_config("t.toml", &topology("", BOB, 4242));
     // A device with lvn's name that lvn did not create.
-    sh(&["ip", "-n", hub, "link", "add", "lvn-ninux", "type", "vxlan", "id", "9", "dstport", "4800"]);
+    sh(&[
+        "ip",
+        "-n",
+        hub,
+        "link",
+        "add",
+        "lvn-ninux",
+        "type",
+        "vxlan",
+        "id",
+        "9",
+        "dstport",
+        "4800",
+    ]);
     let before = sh(&["ip", "-n", hub, "-d", "link", "show", "lvn-ninux"]);
     for cmd in [&["plan"][..], &["apply"], &["down"]] {
         let out = f.lab.lvn(hub, &cfg, "hub1", cmd);
@@ -229,19 +334,42 @@ fn foreign_objects_in_the_way_are_refused_not_modified() {
             assert!(out.status.success(), "{err}");
         } else {
             assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
-            assert!(err.contains("device lvn-ninux exists and is not lvn's"), "{err}");
+            assert!(
+                err.contains("device lvn-ninux exists and is not lvn's"),
+                "{err}"
+            );
         }
     }
-    assert_eq!(sh(&["ip", "-n", hub, "-d", "link", "show", "lvn-ninux"]), before);
+    assert_eq!(
+        sh(&["ip", "-n", hub, "-d", "link", "show", "lvn-ninux"]),
+        before
+    );
     sh(&["ip", "-n", hub, "link", "del", "lvn-ninux"]);
 
     // A foreign route with the exact key of lvn's route.
-    sh(&["ip", "-n", hub, "route", "add", "100.64.0.0/16", "dev", "u0", "proto", "static"]);
+    sh(&[
+        "ip",
+        "-n",
+        hub,
+        "route",
+        "add",
+        "100.64.0.0/16",
+        "dev",
+        "u0",
+        "proto",
+        "static",
+    ]);
     let out = f.lab.lvn(hub, &cfg, "hub1", &["apply"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("route 100.64.0.0/16 metric 0 exists and is not lvn's (proto static)"), "{err}");
-    assert!(sh(&["ip", "-n", hub, "link", "show"]).contains("lvn-ninux") == false, "nothing applied");
+    assert!(
+        err.contains("route 100.64.0.0/16 metric 0 exists and is not lvn's (proto static)"),
+        "{err}"
+    );
+    assert!(
+        !sh(&["ip", "-n", hub, "link", "show"]).contains("lvn-ninux"),
+        "nothing applied"
+    );
 }
 
 #[test]
@@ -252,7 +380,10 @@ fn vni_change_replaces_the_link() {
     let cfg2 = f.lab.write_config("t2.toml", &topology("", BOB, 4243));
     let out = f.lab.lvn_ok(&f.hub, &cfg2, "hub1", &["plan"]);
     assert!(out.contains("-/+ link lvn-ninux"), "{out}");
-    assert!(out.contains("[replace: vni cannot change in place]"), "{out}");
+    assert!(
+        out.contains("[replace: vni cannot change in place]"),
+        "{out}"
+    );
     let plan = f.lab.plan_json(&f.hub, &cfg2, "hub1");
     assert_eq!(changes(&plan)[0]["kind"], "link");
     assert_eq!(changes(&plan)[0]["replace"][0], "vni");

@@ -31,6 +31,13 @@ impl Datapath for FakeKernel {
     }
 
     async fn apply(&mut self, _scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {
+        Ok(self.apply_plan(plan))
+    }
+}
+
+impl FakeKernel {
+    /// Apply every step, as the kernel would.
+    pub fn apply_plan(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport::default();
         for step in &plan.steps {
             self.apply_step(step);
@@ -38,11 +45,9 @@ impl Datapath for FakeKernel {
             report.done.push(step.clone());
         }
         self.writes += report.writes;
-        Ok(report)
+        report
     }
-}
 
-impl FakeKernel {
     fn apply_step(&mut self, step: &crate::reconcile::Step) {
         let s = &mut self.observed.state;
         let remove = step.action == Action::Remove;

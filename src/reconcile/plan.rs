@@ -150,7 +150,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
                 Action::Remove,
                 Object::Link(h.clone()),
                 None,
-                Reason::NotDeclared,
+                Reason::Teardown,
             ));
             return Ok(Plan { steps });
         }

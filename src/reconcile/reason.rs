@@ -25,6 +25,9 @@ pub enum Reason {
     Role { role: crate::config::Role },
     /// lvn owns it and the topology no longer wants it.
     NotDeclared,
+    /// The network is not wanted here at all (`lvn down`): the device goes,
+    /// and every entry on it with it.
+    Teardown,
 }
 
 impl fmt::Display for Reason {
@@ -44,6 +47,7 @@ impl fmt::Display for Reason {
                 crate::config::Role::Spoke => write!(f, "spoke: does not forward"),
             },
             Reason::NotDeclared => write!(f, "not declared"),
+            Reason::Teardown => write!(f, "down: the device and every entry on it"),
         }
     }
 }

@@ -159,6 +159,8 @@ impl fmt::Display for Step {
                 }
             }
             (_, Some(Object::Sysctl(old))) => write!(f, "  [was {}]", old.value)?,
+            (_, Some(Object::Fdb(old))) => write!(f, "  [was dst {} port {}]", old.dst, old.port)?,
+            (_, Some(Object::Neigh(old))) => write!(f, "  [was lladdr {}]", old.mac)?,
             (_, Some(old)) => write!(f, "  [was {old}]")?,
             _ => {}
         }

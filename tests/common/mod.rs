@@ -157,9 +157,11 @@ impl Lab {
 
     /// True if `dst` answers 3 pings from `ns` (each waits at most 1 s).
     pub fn ping(&self, ns: &str, dst: &str) -> bool {
-        run(&["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", dst])
-            .status
-            .success()
+        run(&[
+            "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", dst,
+        ])
+        .status
+        .success()
     }
 
     pub fn in_ns(&self, ns: &str, args: &[&str]) -> String {

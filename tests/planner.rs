@@ -1,0 +1,374 @@
+//! The planner's contract, without a kernel: golden plans for the cases an
+//! operator meets, and property tests of its laws against the in-memory fake.
+//! Regenerate the golden files with `LVN_BLESS=1 cargo test --test planner`.
+
+use std::{net::IpAddr, path::Path};
+
+use lvn::{
+    config::{self, Topology},
+    datapath::fake::FakeKernel,
+    reconcile::{self, Action, Desired, Object, Observed, Plan, RouteKey, Underlay, render},
+};
+use proptest::prelude::*;
+
+fn topo(text: &str) -> Topology {
+    config::parse(Path::new("t.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn desired(t: &Topology, node: &str) -> Desired {
+    reconcile::desired(t, t.node(node).expect("node"), &underlay())
+}
+
+/// An underlay with one 1500-byte device and a default route.
+fn underlay() -> Underlay {
+    Underlay {
+        routes: vec![
+            ("0.0.0.0/0".parse().unwrap(), 2),
+            ("::/0".parse().unwrap(), 2),
+        ],
+        links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
+    }
+}
+
+fn kernel() -> FakeKernel {
+    let mut k = FakeKernel::default();
+    k.observed.sysctl_defaults = [("forwarding", "0"), ("send_redirects", "1")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    k.observed.underlay = underlay();
+    k
+}
+
+const BASE: &str = r#"
+[network]
+name = "ninux"
+overlay = "100.64.0.0/16"
+port = 4789
+vni = 4242
+
+[nodes.hub1]
+role = "hub"
+address = "100.64.0.1"
+endpoint = "198.51.100.1"
+
+[nodes.alice]
+address = "100.64.1.2"
+endpoint = "203.0.113.7:4789"
+
+[nodes.bob]
+address = "100.64.1.3"
+endpoint = "192.0.2.3"
+
+[nodes.carol]
+address = "100.64.1.4"
+"#;
+
+/// Apply `from` on `node`, then plan `to`: the golden text is that plan.
+fn golden_case(name: &str, from: Option<&str>, to: Option<&str>, node: &str) {
+    let mut k = kernel();
+    if let Some(from) = from {
+        let p = reconcile::plan(&desired(&topo(from), node), &k.observed).expect("plan");
+        k.apply_plan(&p);
+    }
+    let want = match to {
+        Some(t) => desired(&topo(t), node),
+        None => Desired::default(),
+    };
+    let plan = reconcile::plan(&want, &k.observed).expect("plan");
+    let mut text: String = plan.steps.iter().map(|s| format!("{s}\n")).collect();
+    text.push_str(&render::summary_line(&plan));
+    text.push('\n');
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.plan"));
+    if std::env::var_os("LVN_BLESS").is_some() {
+        std::fs::write(&path, &text).expect("bless");
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing: run with LVN_BLESS=1", path.display()));
+    assert_eq!(
+        text, expected,
+        "golden {name} differs (LVN_BLESS=1 to accept)"
+    );
+    // Whatever the case, applying the plan converges.
+    k.apply_plan(&plan);
+    assert!(
+        reconcile::plan(&want, &k.observed)
+            .expect("plan")
+            .is_empty()
+    );
+}
+
+#[test]
+fn golden_fresh_hub() {
+    golden_case("fresh-hub", None, Some(BASE), "hub1");
+}
+
+#[test]
+fn golden_fresh_spoke() {
+    golden_case("fresh-spoke", None, Some(BASE), "alice");
+}
+
+#[test]
+fn golden_endpoint_changed() {
+    let to = BASE.replace("192.0.2.3", "192.0.2.33");
+    golden_case("endpoint-changed", Some(BASE), Some(&to), "hub1");
+}
+
+#[test]
+fn golden_spoke_removed() {
+    let to = BASE.replace(
+        "[nodes.bob]\naddress = \"100.64.1.3\"\nendpoint = \"192.0.2.3\"\n",
+        "",
+    );
+    golden_case("spoke-removed", Some(BASE), Some(&to), "hub1");
+}
+
+#[test]
+fn golden_vni_changed() {
+    let to = BASE.replace("vni = 4242", "vni = 4243");
+    golden_case("vni-changed", Some(BASE), Some(&to), "hub1");
+}
+
+#[test]
+fn golden_mtu_changed_in_place() {
+    let to = BASE.replace("vni = 4242", "vni = 4242\nmtu = 1400");
+    golden_case("mtu-changed", Some(BASE), Some(&to), "hub1");
+}
+
+#[test]
+fn golden_down() {
+    golden_case("down", Some(BASE), None, "hub1");
+}
+
+#[test]
+fn a_spoke_routes_the_overlay_through_its_first_hub() {
+    let t = topo(&BASE.replace(
+        "[nodes.alice]",
+        "[nodes.hub2]\nrole = \"hub\"\naddress = \"100.64.0.2\"\nendpoint = \"198.51.100.2\"\n\n[nodes.alice]",
+    ));
+    let d = desired(&t, "alice");
+    let routes: Vec<String> = d.state.routes.values().map(|r| r.to_string()).collect();
+    assert_eq!(
+        routes,
+        [
+            "100.64.0.0/16 via 100.64.0.1 dev lvn-ninux onlink proto 76 metric 0",
+            "100.64.0.2/32 dev lvn-ninux proto 76 metric 0",
+        ]
+    );
+    // A spoke has entries for hubs only; carol has no endpoint anywhere.
+    assert_eq!(d.state.fdb.len(), 2);
+    let hub = desired(&t, "hub1");
+    assert_eq!(hub.state.fdb.len(), 3, "hub2, alice, bob; not carol");
+}
+
+#[test]
+fn foreign_route_with_lvn_key_is_a_plan_error() {
+    let t = topo(BASE);
+    let mut obs = Observed::default();
+    obs.foreign_routes.insert(
+        RouteKey {
+            dst: "100.64.0.0/16".parse().unwrap(),
+            metric: 0,
+        },
+        "static".into(),
+    );
+    let err = reconcile::plan(&desired(&t, "hub1"), &obs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route 100.64.0.0/16 metric 0 exists and is not lvn's (proto static); lvn will not modify it"
+    );
+    obs.foreign_routes.clear();
+    obs.foreign_link = Some("kind dummy".into());
+    assert!(reconcile::plan(&desired(&t, "hub1"), &obs).is_err());
+    // Down with a foreign device of that name plans nothing at all.
+    assert!(
+        reconcile::plan(&Desired::default(), &obs)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---- properties ----
+
+fn arb_topology() -> impl Strategy<Value = String> {
+    let node = (
+        any::<bool>(),
+        prop::option::of((0u8..3, 1u8..250, prop::option::of(1000u16..1010))),
+    );
+    (
+        prop::collection::vec(node, 1..12),
+        prop::sample::select(vec![4242u32, 4243]),
+        prop::option::of(1300u32..1450),
+    )
+        .prop_map(|(nodes, vni, mtu)| {
+            let mut s = format!(
+                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\n"
+            );
+            if let Some(m) = mtu {
+                s.push_str(&format!("mtu = {m}\n"));
+            }
+            let nets = ["192.0.2", "198.51.100", "203.0.113"];
+            for (i, (hub, ep)) in nodes.iter().enumerate() {
+                let hub = *hub || i == 0;
+                s.push_str(&format!(
+                    "\n[nodes.n{i}]\naddress = \"100.64.0.{}\"\n",
+                    i + 1
+                ));
+                if hub {
+                    s.push_str("role = \"hub\"\n");
+                }
+                // Endpoints unique per node: the node index is the last octet.
+                let ep = ep.or(hub.then_some((0, 0, None)));
+                if let Some((net, _, port)) = ep {
+                    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                    s.push_str(&format!(
+                        "endpoint = \"{}.{}{port}\"\n",
+                        nets[net as usize],
+                        i + 1
+                    ));
+                }
+            }
+            s
+        })
+}
+
+/// Changes to the fake kernel behind lvn's back.
+#[derive(Debug, Clone)]
+enum Drift {
+    DropFdb(usize),
+    DropNeigh(usize),
+    DropRoute(usize),
+    MoveFdb(usize),
+    DeleteLink,
+    Mtu(u32),
+}
+
+fn arb_drift() -> impl Strategy<Value = Drift> {
+    prop_oneof![
+        (0usize..20).prop_map(Drift::DropFdb),
+        (0usize..20).prop_map(Drift::DropNeigh),
+        (0usize..3).prop_map(Drift::DropRoute),
+        (0usize..20).prop_map(Drift::MoveFdb),
+        Just(Drift::DeleteLink),
+        (1200u32..1500).prop_map(Drift::Mtu),
+    ]
+}
+
+fn drift(k: &mut FakeKernel, d: &Drift) {
+    let s = &mut k.observed.state;
+    match *d {
+        Drift::DropFdb(i) => {
+            if let Some(m) = s.fdb.keys().nth(i).copied() {
+                s.fdb.remove(&m);
+            }
+        }
+        Drift::DropNeigh(i) => {
+            if let Some(a) = s.neighbours.keys().nth(i).copied() {
+                s.neighbours.remove(&a);
+            }
+        }
+        Drift::DropRoute(i) => {
+            if let Some(r) = s.routes.keys().nth(i).copied() {
+                s.routes.remove(&r);
+            }
+        }
+        Drift::MoveFdb(i) => {
+            if let Some(f) = s.fdb.values_mut().nth(i) {
+                f.dst = IpAddr::from([203, 0, 113, 250]);
+            }
+        }
+        Drift::DeleteLink => *s = Default::default(),
+        Drift::Mtu(m) => {
+            if let Some(l) = &mut s.link {
+                l.mtu = m;
+            }
+        }
+    }
+}
+
+fn removes_nothing_desired(plan: &Plan, want: &Desired) -> bool {
+    plan.steps
+        .iter()
+        .filter(|s| s.action == Action::Remove)
+        .all(|s| match &s.object {
+            Object::Link(_) => want.state.link.is_none(),
+            Object::Address(a) => !want.state.addresses.contains_key(&a.address),
+            Object::Fdb(f) => !want.state.fdb.contains_key(&f.mac),
+            Object::Neigh(n) => !want.state.neighbours.contains_key(&n.address),
+            Object::Route(r) => !want.state.routes.contains_key(&r.key()),
+            Object::Sysctl(_) => false,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// From any earlier topology plus drift: one apply converges, a second
+    /// plan is empty, nothing desired is removed, foreign routes are never
+    /// touched, and every step names lvn's own device.
+    #[test]
+    fn planner_laws(
+        before in arb_topology(),
+        after in arb_topology(),
+        node_pick in 0usize..12,
+        drifts in prop::collection::vec(arb_drift(), 0..4),
+        foreign in prop::collection::vec(1u8..250, 0..3),
+    ) {
+        let (t0, t1) = (topo(&before), topo(&after));
+        let mut k = kernel();
+        if let Some(n0) = t0.nodes.keys().nth(node_pick % t0.nodes.len()) {
+            let p = reconcile::plan(&desired(&t0, n0), &k.observed).expect("plan");
+            k.apply_plan(&p);
+        }
+        for d in &drifts {
+            drift(&mut k, d);
+        }
+        for f in &foreign {
+            let key = RouteKey { dst: format!("100.64.{f}.0/24").parse().unwrap(), metric: 0 };
+            k.observed.foreign_routes.insert(key, "static".into());
+        }
+        let foreign_before = k.observed.foreign_routes.clone();
+        let node = t1.nodes.keys().nth(node_pick % t1.nodes.len()).expect("a node").clone();
+        let want = desired(&t1, &node);
+        let plan = reconcile::plan(&want, &k.observed).expect("plan");
+        prop_assert!(removes_nothing_desired(&plan, &want));
+        for s in &plan.steps {
+            if let Object::Route(r) = &s.object {
+                prop_assert!(!foreign_before.contains_key(&r.key()), "touches a foreign route: {s}");
+            }
+            let dev = match &s.object {
+                Object::Link(l) => l.name.clone(),
+                Object::Address(a) => a.dev.clone(),
+                Object::Fdb(f) => f.dev.clone(),
+                Object::Neigh(n) => n.dev.clone(),
+                Object::Route(r) => r.dev.clone(),
+                Object::Sysctl(x) => x.key.clone(),
+            };
+            prop_assert!(dev.contains("lvn-p"), "step outside lvn's device: {s}");
+        }
+        k.apply_plan(&plan);
+        prop_assert_eq!(&k.observed.foreign_routes, &foreign_before);
+        let again = reconcile::plan(&want, &k.observed).expect("plan");
+        prop_assert!(again.is_empty(), "not converged: {:?}", again.steps);
+        let writes = k.writes;
+        let third = reconcile::plan(&want, &k.observed).expect("plan");
+        k.apply_plan(&third);
+        prop_assert_eq!(k.writes, writes, "a second pass writes nothing");
+    }
+
+    /// Down from any state removes everything lvn owns in one step.
+    #[test]
+    fn down_removes_everything(before in arb_topology(), node_pick in 0usize..12) {
+        let t = topo(&before);
+        let mut k = kernel();
+        let n = t.nodes.keys().nth(node_pick % t.nodes.len()).expect("node");
+        let p = reconcile::plan(&desired(&t, n), &k.observed).expect("plan");
+        k.apply_plan(&p);
+        let down = reconcile::plan(&Desired::default(), &k.observed).expect("plan");
+        prop_assert_eq!(down.steps.len(), 1);
+        k.apply_plan(&down);
+        prop_assert!(k.observed.state.is_empty());
+    }
+}
