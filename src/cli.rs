@@ -101,11 +101,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(1));
             }
+            let plural =
+                |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
             println!(
-                "{}: ok ({} nodes, {} hubs)",
+                "{}: ok ({}, {})",
                 cli.config.display(),
-                topo.nodes.len(),
-                topo.hubs().count()
+                plural(topo.nodes.len(), "node"),
+                plural(topo.hubs().count(), "hub")
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -20,6 +20,8 @@ use super::{
 pub const MAX_NETWORK_NAME: usize = 11;
 const MAX_DEVICE_NAME: usize = 15;
 const MAX_NODE_NAME: usize = 63;
+/// Port assumed for node checks when `network.port` itself is invalid.
+const DEFAULT_PORT: u16 = 4789;
 /// The source port range is [port, port + 1), so the port must leave room.
 const MAX_PORT: i64 = 65534;
 const MAX_VNI: i64 = (1 << 24) - 1;
@@ -113,13 +115,20 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         source,
         errors: Vec::new(),
     };
-    let network = check_network(&mut c, raw.network.get_ref());
-    let Some(raw_nodes) = &raw.nodes else {
-        c.err(
-            0..0,
-            "no nodes are declared: add at least a hub, e.g. [nodes.hub1] with role, address and endpoint",
-        );
-        return Err(ConfigErrors(c.errors));
+    let (network, overlay, port) = check_network(&mut c, raw.network.get_ref());
+    let raw_nodes = match &raw.nodes {
+        Some(n) if !n.get_ref().is_empty() => n,
+        other => {
+            let at = other
+                .as_ref()
+                .map_or_else(|| raw.network.span(), Spanned::span);
+            c.err(
+                at,
+                "no nodes are declared: add at least a hub, e.g. [nodes.hub1] with role, address and endpoint",
+            );
+            c.errors.sort_by_key(|e| (e.line, e.col));
+            return Err(ConfigErrors(c.errors));
+        }
     };
     let nodes_at = {
         let e = source.error(raw_nodes.span(), "");
@@ -127,13 +136,11 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     };
     let mut nodes = BTreeMap::new();
     for (name, node) in raw_nodes.get_ref() {
-        if let Some(n) = check_node(&mut c, name, node.get_ref(), network.as_ref()) {
+        if let Some(n) = check_node(&mut c, name, node.get_ref(), overlay, port) {
             nodes.insert(n.name.clone(), n);
         }
     }
-    if network.is_some() {
-        check_fleet(&mut c, raw_nodes, &nodes);
-    }
+    check_fleet(&mut c, raw_nodes, &nodes);
     c.errors.sort_by_key(|e| (e.line, e.col));
     match network {
         Some(network) if c.errors.is_empty() => Ok(Topology {
@@ -146,7 +153,9 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     }
 }
 
-fn check_network(c: &mut Checker, n: &RawNetwork) -> Option<Network> {
+/// The checked network, plus the parts node checks can use even when
+/// another part of `[network]` is wrong (so one pass reports everything).
+fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<IpNet>, u16) {
     let name = n.name.get_ref();
     let name_ok = !name.is_empty()
         && name.len() <= MAX_NETWORK_NAME
@@ -208,7 +217,7 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> Option<Network> {
     if !(1..=MAX_PORT).contains(&port) {
         c.err(
             n.port.span(),
-            format!("port {port} is out of range, expected 1-{MAX_PORT} (the source port is pinned to the range [port, port+1))"),
+            format!("port {port} is out of range, expected 1-{MAX_PORT} (the source port is pinned with the range port..port+1, and port+1 must fit in 16 bits)"),
         );
     }
     let vni = *n.vni.get_ref();
@@ -254,23 +263,28 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> Option<Network> {
     c.reserved(&n.keepalive, "keepalive");
     c.reserved(&n.expire_after, "expire_after");
     c.reserved(&n.auth, "auth");
-    Some(Network {
-        name: name.clone(),
-        device,
-        overlay: overlay?,
-        port: u16::try_from(port).ok().filter(|p| *p != 0)?,
-        datapath: datapath?,
-        vni: u32::try_from(vni).ok()?,
-        mtu,
-    })
-    .filter(|_| name_ok)
+    let port = u16::try_from(port).ok().filter(|p| *p != 0);
+    let network = (|| {
+        Some(Network {
+            name: name.clone(),
+            device,
+            overlay: overlay?,
+            port: port?,
+            datapath: datapath?,
+            vni: u32::try_from(vni).ok()?,
+            mtu,
+        })
+    })()
+    .filter(|_| name_ok);
+    (network, overlay, port.unwrap_or(DEFAULT_PORT))
 }
 
 fn check_node(
     c: &mut Checker,
     name: &Spanned<String>,
     n: &RawNode,
-    net: Option<&Network>,
+    overlay: Option<IpNet>,
+    port: u16,
 ) -> Option<Node> {
     let s = name.get_ref();
     if s.is_empty()
@@ -308,11 +322,10 @@ fn check_node(
             None
         }
     };
-    if let (Some(a), Some(net)) = (address, net) {
-        check_address(c, &n.address, a, net.overlay);
+    if let (Some(a), Some(overlay)) = (address, overlay) {
+        check_address(c, &n.address, a, overlay);
     }
     let endpoint = n.endpoint.as_ref().and_then(|e| {
-        let port = net.map_or(4789, |n| n.port);
         parse_endpoint(e.get_ref(), port)
             .map_err(|m| c.err(e.span(), m))
             .ok()
@@ -364,7 +377,10 @@ fn check_fleet(
         .values()
         .filter(|n| n.role == Role::Hub)
         .find_map(|n| n.endpoint.map(|e| (n.name.as_str(), e.is_ipv4())));
-    for (name, rn) in raw.get_ref() {
+    // File order, so a duplicate is blamed on the later declaration.
+    let mut in_file_order: Vec<_> = raw.get_ref().iter().collect();
+    in_file_order.sort_by_key(|(name, _)| name.span().start);
+    for (name, rn) in in_file_order {
         let Some(node) = nodes.get(name.get_ref()) else {
             continue;
         };
@@ -413,7 +429,11 @@ fn check_fleet(
     }
     if let Some((hub, false)) = hub_family {
         for (name, rn) in raw.get_ref() {
-            if rn.get_ref().endpoint.is_none() {
+            // A hub without endpoint is reported on its own already.
+            let is_hub = nodes
+                .get(name.get_ref())
+                .is_some_and(|n| n.role == Role::Hub);
+            if rn.get_ref().endpoint.is_none() && !is_hub {
                 c.err(
                     name.span(),
                     format!("node '{}' has no endpoint, but hub '{hub}' is on IPv6: on an IPv6 underlay every node declares its own address as endpoint (the device sends from it)", name.get_ref()),
