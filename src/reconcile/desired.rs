@@ -1,7 +1,7 @@
 //! Topology + this node's name (+ the underlay, for a default MTU) -> the
 //! kernel state lvn wants, each object with the reason it exists.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -21,7 +21,7 @@ pub const FALLBACK_UNDERLAY_MTU: u32 = 1500;
 const IPV6_DEFAULT_METRIC: u32 = 1024;
 
 /// Identifies one object of a [`State`], to attach a reason to it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ObjectKey {
     Link,
     Address(IpNet),
@@ -35,7 +35,8 @@ pub enum ObjectKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub state: State,
-    pub reasons: BTreeMap<ObjectKey, Reason>,
+    /// Looked up only for steps, so hashed rather than ordered.
+    pub reasons: HashMap<ObjectKey, Reason>,
 }
 
 impl Desired {
@@ -52,6 +53,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
     let net = &topo.network;
     let dev = net.device.clone();
     let mut d = Desired::default();
+    d.reasons.reserve(2 * topo.nodes.len() + 8);
     let family = topo
         .hubs()
         .find_map(|h| h.endpoint)
@@ -103,6 +105,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
             continue;
         };
         let mac = Mac::for_overlay(peer.address);
+        let name: Arc<str> = Arc::from(peer.name.as_str());
         d.state.fdb.insert(
             mac,
             Fdb {
@@ -114,9 +117,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
         );
         d.reasons.insert(
             ObjectKey::Fdb(mac),
-            Reason::StaticEndpoint {
-                peer: peer.name.clone(),
-            },
+            Reason::StaticEndpoint { peer: name.clone() },
         );
         d.state.neighbours.insert(
             peer.address,
@@ -128,9 +129,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
         );
         d.reasons.insert(
             ObjectKey::Neigh(peer.address),
-            Reason::PeerAddress {
-                peer: peer.name.clone(),
-            },
+            Reason::PeerAddress { peer: name },
         );
     }
 

@@ -132,7 +132,7 @@ pub struct Neigh {
     pub mac: Mac,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RouteKey {
     pub dst: IpNet,
     pub metric: u32,

@@ -1,4 +1,4 @@
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use serde::Serialize;
 
@@ -12,9 +12,9 @@ pub enum Reason {
     /// This node's own overlay address.
     OwnAddress { node: String },
     /// A peer whose underlay endpoint is declared in the topology.
-    StaticEndpoint { peer: String },
+    StaticEndpoint { peer: Arc<str> },
     /// The overlay address of a peer this node talks to directly.
-    PeerAddress { peer: String },
+    PeerAddress { peer: Arc<str> },
     /// A spoke reaches the rest of the overlay through its hub.
     ViaHub { hub: String },
     /// A spoke reaches a further hub directly.
