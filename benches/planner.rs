@@ -10,7 +10,7 @@ use std::{fmt::Write, hint::black_box, net::IpAddr, path::Path, time::Duration};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lvn::{
     config::{self, Topology},
-    reconcile::{self, Desired, Observed, Underlay},
+    reconcile::{self, Desired, Liveness, Observed, Underlay},
 };
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -52,7 +52,7 @@ fn parse(text: &str) -> Topology {
 /// with one spoke's endpoint changed.
 fn fixtures(topo: &Topology) -> (Desired, Observed, Observed) {
     let hub = topo.node(HUB).expect("hub is declared");
-    let desired = reconcile::desired(topo, hub, &Underlay::default());
+    let desired = reconcile::desired(topo, hub, &Underlay::default(), &Liveness::default());
     let same = Observed {
         state: desired.state.clone(),
         ..Observed::default()
@@ -110,14 +110,26 @@ fn planner(c: &mut Criterion) {
             b.iter(|| black_box(&desired).clone())
         });
         g.bench_with_input(BenchmarkId::new("desired", n), &n, |b, _| {
-            b.iter(|| reconcile::desired(black_box(&topo), black_box(&hub), &underlay))
+            b.iter(|| {
+                reconcile::desired(
+                    black_box(&topo),
+                    black_box(&hub),
+                    &underlay,
+                    &Liveness::default(),
+                )
+            })
         });
         g.bench_with_input(
             BenchmarkId::new("desired+plan/from-empty", n),
             &n,
             |b, _| {
                 b.iter(|| {
-                    let d = reconcile::desired(black_box(&topo), black_box(&hub), &underlay);
+                    let d = reconcile::desired(
+                        black_box(&topo),
+                        black_box(&hub),
+                        &underlay,
+                        &Liveness::default(),
+                    );
                     reconcile::plan(&d, black_box(&empty)).expect("plans")
                 })
             },
@@ -127,7 +139,12 @@ fn planner(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("desired+plan/no-change", n), &n, |b, _| {
             b.iter(|| {
-                let d = reconcile::desired(black_box(&topo), black_box(&hub), &underlay);
+                let d = reconcile::desired(
+                    black_box(&topo),
+                    black_box(&hub),
+                    &underlay,
+                    &Liveness::default(),
+                );
                 reconcile::plan(&d, black_box(&same)).expect("plans")
             })
         });

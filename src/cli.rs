@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     config::{self, ConfigErrors, Topology},
+    daemon,
     datapath::{Datapath, Scope, vxlan::VxlanKernel},
+    probe::keyfile,
     reconcile::{self, Desired, Observed, Plan, render},
 };
 
@@ -26,6 +28,15 @@ pub struct Cli {
     /// The node this machine acts as (default: the hostname).
     #[arg(long, global = true, env = "LVN_NODE")]
     node: Option<String>,
+    /// Where the daemon keeps what it learned (read by `plan` too).
+    #[arg(long, global = true, env = "LVN_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Where the daemon's status socket lives.
+    #[arg(long, global = true, env = "LVN_RUN_DIR", default_value = daemon::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// This node's private key (auth = "keys").
+    #[arg(long, global = true, env = "LVN_KEY_FILE", default_value = daemon::DEFAULT_KEY_FILE)]
+    key_file: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +71,22 @@ enum Command {
     },
     /// Print the JSON Schema of the topology file.
     Schema,
+    /// Run the daemon: reconcile, keepalives, NAT discovery, expiry, live reload.
+    Run {
+        /// Re-read the kernel at least this often, for drift repair.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        resync: std::time::Duration,
+    },
+    /// Ask the running daemon for its peers and their state.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new private key (mode 0600) and print its public key.
+    Genkey { path: PathBuf },
+    /// Print the public key of an existing private key file.
+    Pubkey { path: PathBuf },
 }
 
 pub fn main() -> ExitCode {
@@ -86,6 +113,46 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Genkey { path } => {
+            let public = keyfile::write_new_key(&path)?;
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pubkey { path } => {
+            let key = keyfile::load_private_key(&path)?;
+            println!("{}", key.public());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { resync } => {
+            let Some(ctx) = Session::load(&cli)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let opts = daemon::Options {
+                config: cli.config.clone(),
+                node: ctx.node.clone(),
+                key_file: cli.key_file.clone(),
+                state_dir: cli.state_dir.clone(),
+                run_dir: cli.run_dir.clone(),
+                resync,
+            };
+            runtime()?.block_on(daemon::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let Ok(topo) = load(&cli.config) else {
+                return Ok(ExitCode::from(1));
+            };
+            let path = daemon::socket_path(&cli.run_dir, &topo.network.name);
+            let status = runtime()?
+                .block_on(daemon::query(&path))
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", daemon::table(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             print!("{}", config::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -188,6 +255,7 @@ fn print_plan(plan: &Plan) {
 struct Session {
     topo: Topology,
     node: String,
+    state_dir: PathBuf,
 }
 
 impl Session {
@@ -204,7 +272,16 @@ impl Session {
             eprintln!("{e}");
             return Ok(None);
         }
-        Ok(Some(Session { topo, node }))
+        Ok(Some(Session {
+            topo,
+            node,
+            state_dir: cli.state_dir.clone(),
+        }))
+    }
+
+    /// Endpoints a daemon beside us learned, so `plan` shows what it would do.
+    fn liveness(&self) -> reconcile::Liveness {
+        daemon::saved_liveness(&self.state_dir, &self.topo, &self.node)
     }
 
     fn scope(&self) -> Scope {
@@ -222,7 +299,7 @@ impl Session {
             Desired::default()
         } else {
             let me = self.topo.node(&self.node)?;
-            reconcile::desired(&self.topo, me, &observed.underlay)
+            reconcile::desired(&self.topo, me, &observed.underlay, &self.liveness())
         };
         let plan = reconcile::plan(&desired, &observed)?;
         Ok((desired, observed, plan))
@@ -273,6 +350,14 @@ impl Session {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let v = s
+        .parse::<i64>()
+        .map(toml::Value::Integer)
+        .unwrap_or_else(|_| toml::Value::String(s.to_string()));
+    config::parse_duration(&v).ok_or_else(|| format!("'{s}' is not a duration like 30s or 500ms"))
 }
 
 fn hostname() -> Result<String> {

@@ -16,7 +16,12 @@ fn topo(text: &str) -> Topology {
 }
 
 fn desired(t: &Topology, node: &str) -> Desired {
-    reconcile::desired(t, t.node(node).expect("node"), &underlay())
+    reconcile::desired(
+        t,
+        t.node(node).expect("node"),
+        &underlay(),
+        &Default::default(),
+    )
 }
 
 /// An underlay with one 1500-byte device and a default route.

@@ -13,7 +13,10 @@ mod validate;
 pub use endpoint::parse_endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::{RawTopology, schema_json};
-pub use validate::{Datapath, Network, Node, Role, Topology};
+pub use validate::{
+    Auth, DEFAULT_EXPIRE_AFTER, DEFAULT_KEEPALIVE, Datapath, Network, Node, Role, Topology,
+    parse_duration,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -51,15 +51,28 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<u32>", range(min = 68, max = 65535))]
     pub mtu: Option<Spanned<i64>>,
+    /// How often spokes send keepalives: seconds, or "25s", "500ms", "2m". Default 25s.
     #[serde(default)]
-    #[schemars(skip)]
+    #[schemars(with = "Option<DurationValue>")]
     pub keepalive: Option<Spanned<toml::Value>>,
+    /// A hub removes a learned peer after this long without an accepted keepalive. Default 120s.
     #[serde(default)]
-    #[schemars(skip)]
+    #[schemars(with = "Option<DurationValue>")]
     pub expire_after: Option<Spanned<toml::Value>>,
+    /// "none" (default): any keepalive naming a declared node is accepted.
+    /// "keys": keepalives carry a MAC from a key pair per node (`public_key`).
     #[serde(default)]
-    #[schemars(skip)]
-    pub auth: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<String>", extend("enum" = ["none", "keys"]))]
+    pub auth: Option<Spanned<String>>,
+}
+
+/// A duration: whole seconds, or a number with a unit (ms, s, m, h).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum DurationValue {
+    Seconds(u32),
+    Text(#[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))] String),
 }
 
 /// One node of the network.
@@ -78,15 +91,18 @@ pub struct RawNode {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub endpoint: Option<Spanned<String>>,
+    /// This node's keepalive interval, overriding the network's.
     #[serde(default)]
-    #[schemars(skip)]
+    #[schemars(with = "Option<DurationValue>")]
     pub keepalive: Option<Spanned<toml::Value>>,
+    /// How long hubs keep this node's learned endpoint without a keepalive.
     #[serde(default)]
-    #[schemars(skip)]
+    #[schemars(with = "Option<DurationValue>")]
     pub expire_after: Option<Spanned<toml::Value>>,
+    /// The node's public key (base64, 32 bytes), from `lvn genkey`. Required with auth = "keys".
     #[serde(default)]
-    #[schemars(skip)]
-    pub public_key: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<String>")]
+    pub public_key: Option<Spanned<String>>,
 }
 
 /// The JSON Schema of the topology file, pretty-printed with a final newline.

@@ -6,6 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     ops::Range,
     path::PathBuf,
+    time::Duration,
 };
 
 use ipnet::IpNet;
@@ -20,6 +21,33 @@ use super::{
 pub const MAX_NETWORK_NAME: usize = 11;
 const MAX_DEVICE_NAME: usize = 15;
 const MAX_NODE_NAME: usize = 63;
+/// Default interval of spokes' keepalives: inside common NAT UDP timeouts (30 s).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(25);
+/// Default time after which a hub forgets a learned endpoint.
+pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(120);
+const MIN_DURATION: Duration = Duration::from_millis(100);
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Whole seconds (integer) or "<n>ms", "<n>s", "<n>m", "<n>h".
+pub fn parse_duration(v: &toml::Value) -> Option<Duration> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok().map(Duration::from_secs),
+        toml::Value::String(s) => {
+            let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+            let (num, unit) = s.split_at(digits);
+            let n: u64 = num.parse().ok()?;
+            match unit {
+                "ms" => Some(Duration::from_millis(n)),
+                "s" => Some(Duration::from_secs(n)),
+                "m" => n.checked_mul(60).map(Duration::from_secs),
+                "h" => n.checked_mul(3600).map(Duration::from_secs),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Port assumed for node checks when `network.port` itself is invalid.
 const DEFAULT_PORT: u16 = 4789;
 /// The source port range is [port, port + 1), so the port must leave room.
@@ -45,6 +73,20 @@ pub struct Network {
     pub datapath: Datapath,
     pub vni: u32,
     pub mtu: Option<u32>,
+    /// Default keepalive interval of spokes.
+    pub keepalive: Duration,
+    /// Default time after which a hub forgets a learned endpoint.
+    pub expire_after: Duration,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// Any keepalive that names a declared node is accepted.
+    None,
+    /// Keepalives carry a MAC from the pair key of sender and receiver.
+    Keys,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +107,9 @@ pub struct Node {
     pub role: Role,
     pub address: IpAddr,
     pub endpoint: Option<SocketAddr>,
+    pub keepalive: Option<Duration>,
+    pub expire_after: Option<Duration>,
+    pub public_key: Option<crate::probe::PublicKey>,
 }
 
 impl Topology {
@@ -84,6 +129,16 @@ impl Topology {
         })
     }
 
+    /// The keepalive interval of a node.
+    pub fn keepalive_of(&self, node: &Node) -> Duration {
+        node.keepalive.unwrap_or(self.network.keepalive)
+    }
+
+    /// How long hubs keep a node's learned endpoint without a keepalive.
+    pub fn expire_after_of(&self, node: &Node) -> Duration {
+        node.expire_after.unwrap_or(self.network.expire_after)
+    }
+
     /// Hubs in name order.
     pub fn hubs(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().filter(|n| n.role == Role::Hub)
@@ -100,12 +155,27 @@ impl Checker<'_> {
         self.errors.push(self.source.error(span, message));
     }
 
-    fn reserved<T>(&mut self, value: &Option<Spanned<T>>, key: &str) {
-        if let Some(v) = value {
-            self.err(
-                v.span(),
-                format!("'{key}' is not supported yet: it comes with `lvn run` (NAT discovery, keepalive, auth); remove it for now"),
-            );
+    /// A duration key: whole seconds or "<n>ms|s|m|h", within [min, max].
+    fn duration(&mut self, value: &Option<Spanned<toml::Value>>, key: &str) -> Option<Duration> {
+        let v = value.as_ref()?;
+        match parse_duration(v.get_ref()) {
+            Some(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Some(d),
+            Some(d) => {
+                self.err(
+                    v.span(),
+                    format!("{key} {d:?} is out of range, expected 100ms to 24h"),
+                );
+                None
+            }
+            None => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "{key} must be whole seconds or a duration like \"25s\", \"500ms\", \"2m\""
+                    ),
+                );
+                None
+            }
         }
     }
 }
@@ -140,7 +210,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
             nodes.insert(n.name.clone(), n);
         }
     }
-    check_fleet(&mut c, raw_nodes, &nodes);
+    check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
     c.errors.sort_by_key(|e| (e.line, e.col));
     match network {
         Some(network) if c.errors.is_empty() => Ok(Topology {
@@ -260,9 +330,34 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
             None
         }
     });
-    c.reserved(&n.keepalive, "keepalive");
-    c.reserved(&n.expire_after, "expire_after");
-    c.reserved(&n.auth, "auth");
+    let keepalive = c
+        .duration(&n.keepalive, "keepalive")
+        .unwrap_or(DEFAULT_KEEPALIVE);
+    let expire_after = c
+        .duration(&n.expire_after, "expire_after")
+        .unwrap_or(DEFAULT_EXPIRE_AFTER);
+    if expire_after <= keepalive {
+        let at = n
+            .expire_after
+            .as_ref()
+            .or(n.keepalive.as_ref())
+            .map_or(0..0, Spanned::span);
+        c.err(
+            at,
+            format!("expire_after ({expire_after:?}) must be longer than keepalive ({keepalive:?}); three keepalives or more is usual"),
+        );
+    }
+    let auth = match n.auth.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("none") => Auth::None,
+        Some("keys") => Auth::Keys,
+        Some(other) => {
+            c.err(
+                n.auth.as_ref().map_or(0..0, Spanned::span),
+                format!("unknown auth '{other}', expected \"none\" or \"keys\""),
+            );
+            Auth::None
+        }
+    };
     let port = u16::try_from(port).ok().filter(|p| *p != 0);
     let network = (|| {
         Some(Network {
@@ -273,6 +368,9 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
             datapath: datapath?,
             vni: u32::try_from(vni).ok()?,
             mtu,
+            keepalive,
+            expire_after,
+            auth,
         })
     })()
     .filter(|_| name_ok);
@@ -336,14 +434,26 @@ fn check_node(
             format!("hub '{s}' has no endpoint: a hub needs a public endpoint that spokes can reach, e.g. endpoint = \"198.51.100.1\""),
         );
     }
-    c.reserved(&n.keepalive, "keepalive");
-    c.reserved(&n.expire_after, "expire_after");
-    c.reserved(&n.public_key, "public_key");
+    let keepalive = c.duration(&n.keepalive, "keepalive");
+    let expire_after = c.duration(&n.expire_after, "expire_after");
+    let public_key = n.public_key.as_ref().and_then(|k| {
+        crate::probe::PublicKey::from_base64(k.get_ref().trim())
+            .map_err(|e| {
+                c.err(
+                    k.span(),
+                    format!("public_key of node '{s}' is invalid: {e}"),
+                )
+            })
+            .ok()
+    });
     Some(Node {
         name: s.clone(),
         role,
         address: address?,
         endpoint,
+        keepalive,
+        expire_after,
+        public_key,
     })
 }
 
@@ -368,6 +478,7 @@ fn check_address(c: &mut Checker, at: &Spanned<String>, a: IpAddr, overlay: IpNe
 fn check_fleet(
     c: &mut Checker,
     raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    auth: Option<Auth>,
     nodes: &BTreeMap<String, Node>,
 ) {
     let mut seen_addr: BTreeMap<IpAddr, &str> = BTreeMap::new();
@@ -437,6 +548,16 @@ fn check_fleet(
                 c.err(
                     name.span(),
                     format!("node '{}' has no endpoint, but hub '{hub}' is on IPv6: on an IPv6 underlay every node declares its own address as endpoint (the device sends from it)", name.get_ref()),
+                );
+            }
+        }
+    }
+    if auth == Some(Auth::Keys) {
+        for (name, rn) in raw.get_ref() {
+            if rn.get_ref().public_key.is_none() {
+                c.err(
+                    name.span(),
+                    format!("node '{}' has no public_key, but auth = \"keys\": every node needs one (make a key pair with `lvn genkey /etc/lvn/private.key`)", name.get_ref()),
                 );
             }
         }

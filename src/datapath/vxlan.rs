@@ -44,6 +44,11 @@ pub struct VxlanKernel {
 }
 
 impl VxlanKernel {
+    /// Index of lvn's device as last observed or created.
+    pub fn ifindex(&self, device: &str) -> Option<u32> {
+        self.index.get(device).copied()
+    }
+
     /// Connect in the current network namespace (inside a tokio runtime).
     pub fn connect() -> io::Result<VxlanKernel> {
         Ok(VxlanKernel {

@@ -1,7 +1,11 @@
 //! Topology + this node's name (+ the underlay, for a default MTU) -> the
 //! kernel state lvn wants, each object with the reason it exists.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use ipnet::IpNet;
 
@@ -31,12 +35,23 @@ pub enum ObjectKey {
     Sysctl(String),
 }
 
+/// What the keepalive probe knows, as the planner needs it: endpoints learned
+/// from live peers, and peers whose keepalives stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Liveness {
+    pub learned: BTreeMap<String, SocketAddr>,
+    /// Peers silent for longer than this, by name.
+    pub expired: BTreeMap<String, std::time::Duration>,
+}
+
 /// The state lvn wants on this node, and why each object is wanted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub state: State,
     /// Looked up only for steps, so hashed rather than ordered.
     pub reasons: HashMap<ObjectKey, Reason>,
+    /// Why objects that are not wanted go, where it is more than "not declared".
+    pub removal_reasons: HashMap<ObjectKey, Reason>,
 }
 
 impl Desired {
@@ -46,10 +61,17 @@ impl Desired {
             .cloned()
             .unwrap_or(Reason::NotDeclared)
     }
+
+    pub fn removal_reason(&self, key: &ObjectKey) -> Reason {
+        self.removal_reasons
+            .get(key)
+            .cloned()
+            .unwrap_or(Reason::NotDeclared)
+    }
 }
 
 /// What `me` should have in the kernel for `topo`.
-pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
+pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness) -> Desired {
     let net = &topo.network;
     let dev = net.device.clone();
     let mut d = Desired::default();
@@ -101,11 +123,26 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
 
     for peer in topo.nodes.values() {
         let direct = peer.name != me.name && (me.role == Role::Hub || peer.role == Role::Hub);
-        let Some(ep) = peer.endpoint.filter(|_| direct) else {
+        if !direct {
             continue;
-        };
+        }
         let mac = Mac::for_overlay(peer.address);
         let name: Arc<str> = Arc::from(peer.name.as_str());
+        let (ep, why) = match (peer.endpoint, live.learned.get(&peer.name)) {
+            (Some(ep), _) => (ep, Reason::StaticEndpoint { peer: name.clone() }),
+            (None, Some(ep)) => (*ep, Reason::LearnedEndpoint { peer: name.clone() }),
+            (None, None) => {
+                if let Some(after) = live.expired.get(&peer.name) {
+                    let r = Reason::Expired {
+                        peer: name.clone(),
+                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    d.removal_reasons.insert(ObjectKey::Fdb(mac), r.clone());
+                    d.removal_reasons.insert(ObjectKey::Neigh(peer.address), r);
+                }
+                continue;
+            }
+        };
         d.state.fdb.insert(
             mac,
             Fdb {
@@ -115,10 +152,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay) -> Desired {
                 port: ep.port(),
             },
         );
-        d.reasons.insert(
-            ObjectKey::Fdb(mac),
-            Reason::StaticEndpoint { peer: name.clone() },
-        );
+        d.reasons.insert(ObjectKey::Fdb(mac), why);
         d.state.neighbours.insert(
             peer.address,
             Neigh {

@@ -10,8 +10,8 @@ mod reason;
 pub mod render;
 
 pub use desired::{
-    Desired, FALLBACK_UNDERLAY_MTU, ObjectKey, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired,
-    sysctl_key,
+    Desired, FALLBACK_UNDERLAY_MTU, Liveness, ObjectKey, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6,
+    desired, sysctl_key,
 };
 pub use model::{
     Address, Family, Fdb, Link, Mac, Neigh, Observed, Route, RouteKey, State, Sysctl, Underlay,

@@ -286,7 +286,7 @@ fn diff<K: Ord, V: Clone + PartialEq>(
                 Action::Remove,
                 wrap(h.clone()),
                 None,
-                Reason::NotDeclared,
+                desired.removal_reason(&key(k)),
             ));
         }
     }

@@ -13,6 +13,10 @@ pub enum Reason {
     OwnAddress { node: String },
     /// A peer whose underlay endpoint is declared in the topology.
     StaticEndpoint { peer: Arc<str> },
+    /// A peer whose endpoint a hub learned from its keepalives.
+    LearnedEndpoint { peer: Arc<str> },
+    /// A learned peer whose keepalives stopped.
+    Expired { peer: Arc<str>, after_ms: u64 },
     /// The overlay address of a peer this node talks to directly.
     PeerAddress { peer: Arc<str> },
     /// A spoke reaches the rest of the overlay through its hub.
@@ -39,6 +43,12 @@ impl fmt::Display for Reason {
             Reason::OwnAddress { node } => write!(f, "{node}: own overlay address"),
             Reason::StaticEndpoint { peer } => write!(f, "{peer}: static endpoint"),
             Reason::PeerAddress { peer } => write!(f, "{peer}: overlay address"),
+            Reason::LearnedEndpoint { peer } => write!(f, "{peer}: learned endpoint"),
+            Reason::Expired { peer, after_ms } => write!(
+                f,
+                "{peer}: no keepalive for {:?}, expired",
+                std::time::Duration::from_millis(*after_ms)
+            ),
             Reason::ViaHub { hub } => write!(f, "overlay through hub {hub}"),
             Reason::DirectHub { hub } => write!(f, "{hub}: hub reached directly"),
             Reason::HubOverlay => write!(f, "hub: overlay on this device"),

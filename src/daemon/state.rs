@@ -1,0 +1,94 @@
+//! What a daemon learned, kept across restarts in the state directory
+//! (`<state-dir>/<network>.json`, written atomically): learned endpoints,
+//! the counters that guard against replays, and this node's own counter.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvn";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub network: String,
+    pub node: String,
+    /// Learned endpoints of live peers (hub), by peer name.
+    #[serde(default)]
+    pub learned: BTreeMap<String, SavedPeer>,
+    /// Highest counter this node has sent.
+    #[serde(default)]
+    pub counter: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPeer {
+    pub endpoint: SocketAddr,
+    /// Highest counter accepted from the peer.
+    pub counter: u64,
+    /// Unix seconds of the last accepted keepalive.
+    pub last_seen_unix: u64,
+}
+
+pub fn path(state_dir: &Path, network: &str) -> PathBuf {
+    state_dir.join(format!("{network}.json"))
+}
+
+/// Read the saved state; a missing file is an empty state, a broken one an
+/// error (never silently forget what was learned).
+pub fn load(state_dir: &Path, network: &str) -> Result<Saved, String> {
+    let p = path(state_dir, network);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// Write atomically: a temporary file in the same directory, fsync, rename.
+pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let p = path(state_dir, &s.network);
+    let tmp = state_dir.join(format!(".{}.json.tmp", s.network));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(s)?.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_is_empty() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(load(d.path(), "n").unwrap(), Saved::default());
+        let mut s = Saved {
+            network: "n".into(),
+            node: "hub1".into(),
+            counter: 7,
+            ..Saved::default()
+        };
+        s.learned.insert(
+            "alice".into(),
+            SavedPeer {
+                endpoint: "198.51.100.2:40059".parse().unwrap(),
+                counter: 3,
+                last_seen_unix: 1,
+            },
+        );
+        save(d.path(), &s).unwrap();
+        assert_eq!(load(d.path(), "n").unwrap(), s);
+        std::fs::write(path(d.path(), "n"), "{").unwrap();
+        assert!(load(d.path(), "n").is_err());
+    }
+}

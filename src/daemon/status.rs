@@ -1,0 +1,114 @@
+//! `lvn status`: the daemon answers on a unix socket in its run directory
+//! (`<run-dir>/<network>.sock`) with one JSON document, then closes.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default run directory.
+pub const DEFAULT_RUN_DIR: &str = "/run/lvn";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub network: String,
+    pub role: String,
+    /// This node's address and port as a hub sees them (spokes).
+    pub reflexive: Option<SocketAddr>,
+    pub peers: Vec<PeerStatus>,
+    /// Keepalive counters: sent, received, accepted, rejected_<reason>, ...
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: IpAddr,
+    pub endpoint: Option<SocketAddr>,
+    /// "static", "learned", or "none" (nothing known yet).
+    pub source: String,
+    /// "up", "waiting" (nothing heard yet) or "expired".
+    pub state: String,
+    /// Seconds since the last accepted keepalive (hub) or answer (spoke).
+    pub last_seen_secs: Option<f64>,
+}
+
+pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
+    run_dir.join(format!("{network}.sock"))
+}
+
+/// Ask a running daemon.
+pub async fn query(path: &Path) -> Result<Status, String> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "cannot reach the daemon at {}: {e} (is `lvn run` running with this --run-dir?)",
+            path.display()
+        )
+    })?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("bad answer from {}: {e}", path.display()))
+}
+
+/// The status as an aligned table.
+pub fn table(s: &Status) -> String {
+    let mut out = format!(
+        "node {} ({}) in network {}; reflexive address: {}\n",
+        s.node,
+        s.role,
+        s.network,
+        s.reflexive.map_or("-".to_string(), |r| r.to_string())
+    );
+    let rows: Vec<[String; 6]> = s
+        .peers
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.address.to_string(),
+                p.endpoint.map_or("-".into(), |e| e.to_string()),
+                p.source.clone(),
+                p.state.clone(),
+                p.last_seen_secs
+                    .map_or("-".into(), |t| format!("{t:.1}s ago")),
+            ]
+        })
+        .collect();
+    let head = [
+        "PEER",
+        "ADDRESS",
+        "ENDPOINT",
+        "SOURCE",
+        "STATE",
+        "LAST SEEN",
+    ];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 5 {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(head));
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    out
+}

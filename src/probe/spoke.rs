@@ -1,0 +1,161 @@
+//! A spoke's side: send a keepalive to every hub each interval on the data
+//! flow, check the answers, remember the reflexive address hubs report.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use super::{
+    PairKey,
+    hub::{Reject, seal},
+    wire::{self, Kind, Message},
+};
+use crate::reconcile::Mac;
+
+#[derive(Debug, Clone)]
+pub struct HubLink {
+    pub name: String,
+    pub mac: Mac,
+    pub key: Option<PairKey>,
+    pub last_sent: Option<Instant>,
+    pub last_answer: Option<Instant>,
+    pub answer_counter: u64,
+    /// This spoke's address and port as this hub sees them.
+    pub reflexive: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpokeProbe {
+    me: String,
+    auth: bool,
+    interval: Duration,
+    hubs: BTreeMap<String, HubLink>,
+    counter: u64,
+}
+
+impl SpokeProbe {
+    pub fn new(
+        me: &str,
+        auth: bool,
+        interval: Duration,
+        hubs: Vec<(String, Mac, Option<PairKey>)>,
+    ) -> Self {
+        let mut s = SpokeProbe {
+            me: String::new(),
+            auth,
+            interval,
+            hubs: BTreeMap::new(),
+            counter: 0,
+        };
+        s.reconfigure(me, auth, interval, hubs);
+        s
+    }
+
+    /// New topology: keep what is known of hubs still declared.
+    pub fn reconfigure(
+        &mut self,
+        me: &str,
+        auth: bool,
+        interval: Duration,
+        hubs: Vec<(String, Mac, Option<PairKey>)>,
+    ) {
+        self.me = me.to_string();
+        self.auth = auth;
+        self.interval = interval;
+        let mut old = std::mem::take(&mut self.hubs);
+        for (name, mac, key) in hubs {
+            let mut link = old.remove(&name).unwrap_or(HubLink {
+                name: name.clone(),
+                mac,
+                key: None,
+                last_sent: None,
+                last_answer: None,
+                answer_counter: 0,
+                reflexive: None,
+            });
+            link.mac = mac;
+            link.key = key;
+            self.hubs.insert(name, link);
+        }
+    }
+
+    /// Restore the counter floor (from the state directory), so a restart
+    /// with a clock that went back still sends fresh counters.
+    pub fn restore_counter(&mut self, counter: u64) {
+        self.counter = self.counter.max(counter);
+    }
+
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Keepalives due now: (hub MAC, payload).
+    pub fn on_tick(&mut self, now: Instant, counter_hint: u64) -> Vec<(Mac, Vec<u8>)> {
+        let mut out = Vec::new();
+        for h in self.hubs.values_mut() {
+            let due = h
+                .last_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
+            if !due {
+                continue;
+            }
+            self.counter = counter_hint.max(self.counter + 1);
+            let m = Message {
+                kind: Kind::Keepalive,
+                counter: self.counter,
+                from: self.me.clone(),
+                to: h.name.clone(),
+            };
+            h.last_sent = Some(now);
+            out.push((h.mac, seal(&m, h.key.as_ref().filter(|_| self.auth))));
+        }
+        out
+    }
+
+    /// When the next keepalive is due.
+    pub fn next_due(&self, now: Instant) -> Instant {
+        self.hubs
+            .values()
+            .map(|h| h.last_sent.map_or(now, |t| t + self.interval))
+            .min()
+            .unwrap_or(now + self.interval)
+    }
+
+    /// An answer arrived on the overlay; returns the hub's name.
+    pub fn on_answer(&mut self, payload: &[u8], now: Instant) -> Result<String, Reject> {
+        let d = wire::decode(payload).map_err(Reject::Malformed)?;
+        let m = &d.message;
+        let Kind::Answer { seen } = m.kind else {
+            return Err(Reject::NotKeepalive);
+        };
+        if m.to != self.me {
+            return Err(Reject::NotForMe);
+        }
+        let h = self.hubs.get_mut(&m.from).ok_or(Reject::Unknown)?;
+        if self.auth {
+            let key = h.key.as_ref().ok_or(Reject::Unknown)?;
+            let tag = d.tag.ok_or(Reject::MissingTag)?;
+            if !key.verify(&payload[..d.signed_len], &tag) {
+                return Err(Reject::BadTag);
+            }
+            if m.counter <= h.answer_counter {
+                return Err(Reject::Replay);
+            }
+        }
+        h.answer_counter = m.counter;
+        h.last_answer = Some(now);
+        h.reflexive = Some(seen);
+        Ok(h.name.clone())
+    }
+
+    pub fn hubs(&self) -> &BTreeMap<String, HubLink> {
+        &self.hubs
+    }
+
+    /// The reflexive address reported by the first hub (by name) that answered.
+    pub fn reflexive(&self) -> Option<SocketAddr> {
+        self.hubs.values().find_map(|h| h.reflexive)
+    }
+}
