@@ -652,6 +652,7 @@ impl Daemon {
                                 endpoint: l.endpoint,
                                 counter: l.counter,
                                 last_seen_unix: wall.saturating_sub(age),
+                                up: l.up,
                             },
                         );
                     }
@@ -680,7 +681,7 @@ impl Daemon {
         match &mut self.probe {
             Probe::Hub(h) => {
                 for (name, p) in &saved.learned {
-                    h.restore(name, p.endpoint, p.counter, now);
+                    h.restore(name, p.endpoint, p.counter, p.up, now);
                 }
                 if !saved.learned.is_empty() {
                     info!("restored {} learned endpoints", saved.learned.len());
@@ -702,6 +703,7 @@ pub fn saved_liveness(state_dir: &std::path::Path, topo: &Topology, node: &str) 
             .learned
             .into_iter()
             .filter(|(n, _)| topo.nodes.contains_key(n))
+            .filter(|(_, p)| p.up)
             .map(|(n, p)| (n, p.endpoint))
             .collect();
     }

@@ -33,6 +33,14 @@ pub struct SavedPeer {
     pub counter: u64,
     /// Unix seconds of the last accepted keepalive.
     pub last_seen_unix: u64,
+    /// False for an expired peer, kept for its counter: an old keepalive
+    /// replayed after a restart must not bring the tunnel back.
+    #[serde(default = "yes")]
+    pub up: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub fn path(state_dir: &Path, network: &str) -> PathBuf {
@@ -84,6 +92,7 @@ mod tests {
                 endpoint: "198.51.100.2:40059".parse().unwrap(),
                 counter: 3,
                 last_seen_unix: 1,
+                up: true,
             },
         );
         save(d.path(), &s).unwrap();

@@ -171,8 +171,16 @@ impl HubProbe {
         self.live.retain(|name, _| peers.contains_key(name));
     }
 
-    /// Restore a learned endpoint (from the state directory) as heard `now`.
-    pub fn restore(&mut self, name: &str, endpoint: SocketAddr, counter: u64, now: Instant) {
+    /// Restore a learned endpoint (from the state directory) as heard `now`;
+    /// an expired one only keeps its counter.
+    pub fn restore(
+        &mut self,
+        name: &str,
+        endpoint: SocketAddr,
+        counter: u64,
+        up: bool,
+        now: Instant,
+    ) {
         if self.peers.contains_key(name) {
             self.live.insert(
                 name.to_string(),
@@ -180,7 +188,7 @@ impl HubProbe {
                     endpoint,
                     last_seen: now,
                     counter,
-                    up: true,
+                    up,
                 },
             );
         }

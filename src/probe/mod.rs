@@ -14,3 +14,6 @@ pub mod spoke;
 pub mod wire;
 
 pub use auth::{PairKey, PrivateKey, PublicKey, pair_key};
+
+#[cfg(test)]
+mod tests;
