@@ -1,0 +1,481 @@
+//! `lvn run` in the NAT lab: a hub on the public segment, spokes behind NAT
+//! routers that masquerade with port randomisation (two behind one NAT
+//! address). Short timings: keepalive 1s, expire_after 4s.
+
+mod common;
+#[path = "common/nat.rs"]
+mod nat;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::{lvn_bin, run, sh};
+use nat::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn topology(extra_nodes: &str, auth: &str) -> String {
+    format!(
+        r#"[network]
+name = "lab"
+overlay = "100.64.0.0/16"
+port = 4789
+vni = 77
+keepalive = "1s"
+expire_after = "4s"
+{auth}
+
+[nodes.hub1]
+role = "hub"
+address = "100.64.0.1"
+endpoint = "{HUB_IP}"
+
+[nodes.a]
+address = "100.64.1.2"
+
+[nodes.c]
+address = "100.64.3.2"
+{extra_nodes}"#
+    )
+}
+
+const NODE_B: &str = "\n[nodes.b]\naddress = \"100.64.1.3\"\n";
+
+struct Fleet {
+    n: NatLab,
+    cfg: PathBuf,
+}
+
+impl Fleet {
+    fn new(tag: &str, text: &str) -> Fleet {
+        let n = NatLab::new(tag);
+        let cfg = n.lab.write_config("topology.toml", text);
+        Fleet { n, cfg }
+    }
+
+    fn dir(&self, node: &str, what: &str) -> String {
+        self.n
+            .lab
+            .dir
+            .path()
+            .join(format!("{node}-{what}"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn start_with(&self, ns: &str, node: &str, cfg: &Path, extra: &[&str]) -> NsProcess {
+        let cfg = cfg.to_string_lossy().into_owned();
+        let (state, runs) = (self.dir(node, "state"), self.dir(node, "run"));
+        let mut args = vec![
+            lvn_bin(),
+            "run",
+            "--config",
+            &cfg,
+            "--node",
+            node,
+            "--state-dir",
+            &state,
+            "--run-dir",
+            &runs,
+            "--resync",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        self.n.spawn_env(ns, node, &args, &[("LVN_LOG", "info")])
+    }
+
+    fn start(&self, ns: &str, node: &str) -> NsProcess {
+        self.start_with(ns, node, &self.cfg.clone(), &[])
+    }
+
+    fn status(&self, node: &str) -> Option<Value> {
+        let cfg = self.cfg.to_string_lossy().into_owned();
+        let out = run(&[
+            lvn_bin(),
+            "status",
+            "--json",
+            "--config",
+            &cfg,
+            "--run-dir",
+            &self.dir(node, "run"),
+        ]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// The hub's view of `peer`, once it is in `state`.
+    fn wait_peer(&self, peer: &str, state: &str) -> Value {
+        wait_until(WAIT, || {
+            let s = self.status("hub1")?;
+            s["peers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == peer && p["state"] == state)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("hub never saw {peer} {state}: {:?}", self.status("hub1")))
+    }
+
+    fn hub_fdb(&self) -> String {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.n.hub,
+            "bridge",
+            "fdb",
+            "show",
+            "dev",
+            "lvn-lab",
+        ])
+    }
+}
+
+fn mapped_port(endpoint: &Value) -> u16 {
+    endpoint
+        .as_str()
+        .and_then(|e| e.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("endpoint ip:port")
+}
+
+#[test]
+fn spokes_behind_nat_get_tunnels_learned_from_their_data_flow() {
+    let f = Fleet::new("disc", &topology(NODE_B, ""));
+    let _hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _b = f.start(&f.n.b.clone(), "b");
+    let _c = f.start(&f.n.c.clone(), "c");
+    for (peer, public, spoke_ip, nat) in [
+        ("a", NAT1_PUBLIC, A_IP, &f.n.nat1),
+        ("b", NAT1_PUBLIC, B_IP, &f.n.nat1),
+        ("c", NAT2_PUBLIC, C_IP, &f.n.nat2),
+    ] {
+        let p = f.wait_peer(peer, "up");
+        assert_eq!(p["source"], "learned");
+        let ep = p["endpoint"].as_str().unwrap().to_string();
+        assert!(ep.starts_with(&format!("{public}:")), "{peer}: {ep}");
+        // The learned port is the NAT's mapping of the spoke's VXLAN flow
+        // (source port 4789), not of some other socket.
+        let port = mapped_port(&p["endpoint"]);
+        assert!(
+            (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&port),
+            "{peer}: {ep}"
+        );
+        let m =
+            udp_mapping(nat, spoke_ip, 4789, HUB_IP).expect("conntrack mapping of the data flow");
+        assert_eq!(
+            m.public_port, port,
+            "{peer}: learned {ep}, NAT mapped {m:?}"
+        );
+        assert!(
+            f.hub_fdb().contains(&format!("dst {public} port {port}")),
+            "{}",
+            f.hub_fdb()
+        );
+    }
+    // Both spokes behind one NAT address have tunnels, on different ports.
+    let (pa, pb) = (f.wait_peer("a", "up"), f.wait_peer("b", "up"));
+    assert_ne!(pa["endpoint"], pb["endpoint"]);
+
+    let lab = &f.n.lab;
+    assert!(lab.ping(&f.n.hub, "100.64.1.2"), "hub -> a");
+    assert!(lab.ping(&f.n.a, "100.64.0.1"), "a -> hub");
+    assert!(
+        lab.ping(&f.n.a, "100.64.3.2"),
+        "a -> c (different NATs, through the hub)"
+    );
+    assert!(
+        lab.ping(&f.n.a, "100.64.1.3"),
+        "a -> b (same NAT, through the hub)"
+    );
+    assert!(lab.ping(&f.n.c, "100.64.1.3"), "c -> b");
+
+    // The spoke knows its reflexive address, as the hub saw it.
+    let s = f.status("a").expect("a's status");
+    assert_eq!(s["reflexive"], pa["endpoint"], "{s}");
+    assert_eq!(s["peers"][0]["state"], "up");
+    // A plan beside the daemon shows nothing to do: learned endpoints included.
+    let out = lab.lvn(
+        &f.n.hub,
+        &f.cfg,
+        "hub1",
+        &[
+            "plan",
+            "--detailed-exitcode",
+            "--state-dir",
+            &f.dir("hub1", "state"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_stopped_spoke_expires_and_returns_behind_a_new_mapping() {
+    let f = Fleet::new("expiry", &topology("", ""));
+    let _hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let mut c = f.start(&f.n.c.clone(), "c");
+    let before = f.wait_peer("c", "up");
+    c.stop(Duration::from_secs(5));
+    let gone = f.wait_peer("c", "expired");
+    assert!(gone["last_seen_secs"].as_f64().unwrap() > 4.0, "{gone}");
+    let old = before["endpoint"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(
+        !f.hub_fdb().contains(&format!("port {old}")),
+        "c's entry is gone: {}",
+        f.hub_fdb()
+    );
+    assert!(!f.n.lab.ping(&f.n.hub, "100.64.3.2"), "no tunnel to c");
+
+    flush_conntrack(&f.n.nat2);
+    let _c = f.start(&f.n.c.clone(), "c");
+    let back = f.wait_peer("c", "up");
+    assert!(
+        f.n.lab.ping(&f.n.hub, "100.64.3.2"),
+        "hub -> c after its return"
+    );
+    assert!(
+        f.n.lab.ping(&f.n.a, "100.64.3.2"),
+        "a -> c after its return"
+    );
+    let m = udp_mapping(&f.n.nat2, C_IP, 4789, HUB_IP).expect("new mapping");
+    assert_eq!(
+        mapped_port(&back["endpoint"]),
+        m.public_port,
+        "follows the new mapping"
+    );
+}
+
+fn genkey(path: &str) -> String {
+    sh(&[lvn_bin(), "genkey", path]).trim().to_string()
+}
+
+#[test]
+fn wrong_keys_get_no_tunnel_and_a_replayed_keepalive_moves_nothing() {
+    let n = NatLab::new("auth");
+    let dir = n.lab.dir.path().to_path_buf();
+    let key = |name: &str| {
+        dir.join(format!("{name}.key"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (kh, ka, kc) = (genkey(&key("hub1")), genkey(&key("a")), genkey(&key("c")));
+    let impostor = genkey(&key("c-impostor"));
+    let text = |c_key: &str| {
+        topology("", "auth = \"keys\"")
+            .replace(
+                &format!("endpoint = \"{HUB_IP}\""),
+                &format!("endpoint = \"{HUB_IP}\"\npublic_key = \"{kh}\""),
+            )
+            .replace(
+                "address = \"100.64.1.2\"",
+                &format!("address = \"100.64.1.2\"\npublic_key = \"{ka}\""),
+            )
+            .replace(
+                "address = \"100.64.3.2\"",
+                &format!("address = \"100.64.3.2\"\npublic_key = \"{c_key}\""),
+            )
+    };
+    let cfg = n.lab.write_config("topology.toml", &text(&kc));
+    // c's machine runs with a key the fleet does not know (its own file
+    // declares it): its keepalives cannot be verified by the hub.
+    let cfg_c = n.lab.write_config("impostor.toml", &text(&impostor));
+    let f = Fleet { n, cfg };
+    let _hub = f.start_with(
+        &f.n.hub.clone(),
+        "hub1",
+        &f.cfg.clone(),
+        &["--key-file", &key("hub1")],
+    );
+    let _a = f.start_with(
+        &f.n.a.clone(),
+        "a",
+        &f.cfg.clone(),
+        &["--key-file", &key("a")],
+    );
+    let _c = f.start_with(
+        &f.n.c.clone(),
+        "c",
+        &cfg_c,
+        &["--key-file", &key("c-impostor")],
+    );
+    let a = f.wait_peer("a", "up");
+    std::thread::sleep(Duration::from_secs(3));
+    let s = f.status("hub1").expect("hub status");
+    let c = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "c")
+        .unwrap()
+        .clone();
+    assert_eq!(c["state"], "waiting", "c never gets a tunnel: {s}");
+    assert!(
+        s["counters"]["rejected_bad_tag"].as_u64().unwrap_or(0) >= 2,
+        "{s}"
+    );
+    assert!(!f.hub_fdb().contains(NAT2_PUBLIC), "{}", f.hub_fdb());
+
+    // Capture one of a's keepalives on the hub's underlay and replay it
+    // from c's network (another address and port).
+    let payload = capture_keepalive(&f.n.hub);
+    replay(&f.n.c, &payload);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = f.status("hub1").expect("hub status");
+    assert!(
+        s["counters"]["rejected_replay"].as_u64().unwrap_or(0) >= 1,
+        "{s}"
+    );
+    let a_now = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        a_now["endpoint"], a["endpoint"],
+        "the replay did not move a's endpoint"
+    );
+    assert!(f.n.lab.ping(&f.n.hub, "100.64.1.2"), "a still works");
+}
+
+/// The UDP payload (VXLAN header onwards) of one keepalive reaching the hub.
+fn capture_keepalive(hub_ns: &str) -> String {
+    let script = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(("u0", 0))
+s.settimeout(5)
+end = time.time() + 5
+while time.time() < end:
+    f = s.recv(2048)
+    ip = f[14:]
+    ihl = (ip[0] & 15) * 4
+    if ip[9] != 17: continue
+    udp = ip[ihl:]
+    if int.from_bytes(udp[2:4], "big") != 4789: continue
+    inner = udp[16:]
+    if inner[12:14] == b"\x88\xb5" and inner[14:18] == b"LVN1":
+        print(udp[8:].hex()); sys.exit(0)
+sys.exit(1)
+"#;
+    sh(&["ip", "netns", "exec", hub_ns, "python3", "-c", script])
+        .trim()
+        .to_string()
+}
+
+fn replay(ns: &str, hex: &str) {
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(bytes.fromhex('{hex}'), ('{HUB_IP}', 4789))\n"
+    );
+    sh(&["ip", "netns", "exec", ns, "python3", "-c", &script]);
+}
+
+#[test]
+fn live_reload_applies_only_the_diff_and_refuses_an_invalid_file() {
+    let f = Fleet::new("reload", &topology("", ""));
+    let mut hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _c = f.start(&f.n.c.clone(), "c");
+    f.wait_peer("a", "up");
+    f.wait_peer("c", "up");
+    assert!(f.n.lab.ping(&f.n.a, "100.64.3.2"), "a -> c before the edit");
+
+    let ping = f.n.ping_bg(&f.n.a, "100.64.3.2", 60);
+    // An editor-style atomic rename adds spoke b.
+    let tmp = f.cfg.with_extension("tmp");
+    std::fs::write(&tmp, topology(NODE_B, "")).unwrap();
+    std::fs::rename(&tmp, &f.cfg).unwrap();
+    wait_until(WAIT, || {
+        hub.output()
+            .contains("reload (file changed): applying")
+            .then_some(())
+    })
+    .expect("hub reloaded");
+    let _b = f.start(&f.n.b.clone(), "b");
+    f.wait_peer("b", "up");
+    // An invalid edit: refused with FILE:LINE:COL, nothing changes.
+    std::fs::write(&tmp, topology(NODE_B, "").replace("vni = 77", "vni = 77x")).unwrap();
+    std::fs::rename(&tmp, &f.cfg).unwrap();
+    wait_until(WAIT, || {
+        hub.output()
+            .contains("the new file is invalid")
+            .then_some(())
+    })
+    .expect("invalid file refused");
+    let (sent, got) = ping.finish();
+    assert_eq!(
+        sent, got,
+        "the continuous ping a -> c lost nothing during reloads"
+    );
+
+    let log = hub.output();
+    let cfg = f.cfg.to_string_lossy();
+    assert!(
+        log.contains(&format!("{cfg}:5:7: string values must be quoted")),
+        "error names file:line:col: {log}"
+    );
+    // Only b's entries were added after the first reload; nothing removed.
+    let after_reload = log
+        .split("reload (file changed): applying")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        !after_reload.contains(" - "),
+        "nothing removed: {after_reload}"
+    );
+    assert!(
+        after_reload.contains("+ fdb") && after_reload.contains("(b: learned endpoint)"),
+        "{after_reload}"
+    );
+    for line in after_reload
+        .lines()
+        .filter(|l| l.contains(" + ") || l.contains(" ~ "))
+    {
+        assert!(line.contains("(b: "), "only b's entries change: {line}");
+    }
+    assert!(
+        f.n.lab.ping(&f.n.a, "100.64.1.3"),
+        "a -> b after the reload"
+    );
+    hub.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn restarting_the_hub_daemon_loses_no_ping_and_deletes_nothing() {
+    let f = Fleet::new("restart", &topology("", ""));
+    let mut hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _c = f.start(&f.n.c.clone(), "c");
+    f.wait_peer("a", "up");
+    f.wait_peer("c", "up");
+    let ping = f.n.ping_bg(&f.n.a, "100.64.3.2", 50);
+    std::thread::sleep(Duration::from_millis(1000));
+    hub.stop(Duration::from_secs(5));
+    let hub2 = f.start(&f.n.hub.clone(), "hub1");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (sent, got) = ping.finish();
+    assert_eq!(sent, got, "no ping lost across the hub's restart");
+    let log = hub2.output();
+    assert!(log.contains("restored 2 learned endpoints"), "{log}");
+    assert!(!log.contains(" - "), "the restart deleted nothing: {log}");
+    assert!(!log.contains(" + fdb"), "nor re-added anything: {log}");
+}
