@@ -479,3 +479,67 @@ fn restarting_the_hub_daemon_loses_no_ping_and_deletes_nothing() {
     assert!(!log.contains(" - "), "the restart deleted nothing: {log}");
     assert!(!log.contains(" + fdb"), "nor re-added anything: {log}");
 }
+
+#[test]
+fn drift_is_repaired_by_the_daemon() {
+    let f = Fleet::new("drift", &topology("", ""));
+    let hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    f.wait_peer("a", "up");
+    // A learned entry removed by hand comes back (resync every 2s here).
+    sh(&[
+        "ip",
+        "-n",
+        &f.n.hub,
+        "neigh",
+        "del",
+        "100.64.1.2",
+        "dev",
+        "lvn-lab",
+    ]);
+    wait_until(WAIT, || f.n.lab.ping(&f.n.hub, "100.64.1.2").then_some(()))
+        .expect("neighbour restored");
+    // The device deleted by hand comes back with everything on it, learned
+    // endpoints included.
+    sh(&["ip", "-n", &f.n.hub, "link", "del", "lvn-lab"]);
+    wait_until(WAIT, || f.n.lab.ping(&f.n.a, "100.64.0.1").then_some(())).expect("device restored");
+    assert!(
+        f.n.lab.ping(&f.n.hub, "100.64.1.2"),
+        "hub -> a after repair"
+    );
+    let log = hub.output();
+    assert!(log.contains("+ link lvn-lab"), "{log}");
+    assert!(log.contains("(a: learned endpoint)"), "{log}");
+}
+
+#[test]
+fn a_kubernetes_configmap_symlink_swap_is_reloaded() {
+    let f = Fleet::new("k8s", &topology("", ""));
+    // The layout kubelet makes: topology.toml -> ..data/topology.toml,
+    // ..data -> ..<timestamp>/, swapped by renaming a new ..data symlink.
+    let dir = f.n.lab.dir.path().join("configmap");
+    let v1 = dir.join("..2026_11_25_v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::write(v1.join("topology.toml"), topology("", "")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_25_v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/topology.toml", dir.join("topology.toml")).unwrap();
+    let cfg = dir.join("topology.toml");
+    let hub = f.start_with(&f.n.hub.clone(), "hub1", &cfg, &[]);
+    wait_until(WAIT, || hub.output().contains("running").then_some(())).expect("hub up");
+
+    let v2 = dir.join("..2026_11_25_v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(
+        v2.join("topology.toml"),
+        topology("", "").replace("vni = 77", "vni = 77\nmtu = 1400"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_11_25_v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    wait_until(WAIT, || {
+        hub.output().contains("[mtu 1450 -> 1400]").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the swap was not applied: {}", hub.output()));
+    let link = sh(&["ip", "-n", &f.n.hub, "link", "show", "lvn-lab"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+}
