@@ -252,7 +252,9 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
         .hubs()
         .chain(topo.nodes.values())
         .filter(|n| n.name != me.name)
-        .find_map(|n| n.endpoint);
+        .find_map(|n| n.endpoint)
+        // A lone hub: the path its own endpoint is reached by.
+        .or(me.endpoint);
     let found = target.and_then(|t| {
         underlay
             .device_to(t.ip(), &topo.network.device)
