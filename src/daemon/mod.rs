@@ -538,7 +538,11 @@ impl Daemon {
                 return;
             }
         }
-        let device_changed = topo.network.device != self.topo.network.device;
+        let role = |t: &Topology| t.node(&self.opts.node).map(|n| n.role).ok();
+        // A new device, or a new role (a hub's overlay socket drops what it
+        // receives, a spoke's reads answers): open the socket again.
+        let device_changed = topo.network.device != self.topo.network.device
+            || role(&topo) != role(&self.topo);
         self.topo = topo;
         self.key = key;
         self.expired.retain(|n, _| self.topo.nodes.contains_key(n));
