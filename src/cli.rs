@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     config::{self, ConfigErrors, Topology},
     daemon,
-    datapath::{Datapath, Scope, vxlan::VxlanKernel},
+    datapath::{Datapath, Scope, kernel::Kernel},
     probe::keyfile,
     reconcile::{self, Desired, Observed, Plan, render},
 };
@@ -169,6 +169,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(1));
             }
+            if topo.network.datapath == config::Datapath::Fou
+                && let Err(e) = runtime()?.block_on(crate::datapath::kernel::fou_support())
+            {
+                eprintln!("warning: datapath \"fou\" cannot run on this machine: {e}");
+            }
             let plural =
                 |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
             println!(
@@ -188,7 +193,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             runtime()?.block_on(async {
-                let mut dp = VxlanKernel::connect().context("opening netlink")?;
+                let mut dp = Kernel::connect().context("opening netlink")?;
                 let (desired, observed, plan) = ctx.plan(&mut dp, false).await?;
                 if json {
                     println!(
@@ -290,6 +295,8 @@ impl Session {
             network: self.topo.network.name.clone(),
             device: self.topo.network.device.clone(),
             overlay: self.topo.network.overlay,
+            datapath: self.topo.network.datapath,
+            port: self.topo.network.port,
         }
     }
 
@@ -307,7 +314,7 @@ impl Session {
     }
 
     async fn apply(self, down: bool, json: bool) -> Result<ExitCode> {
-        let mut dp = VxlanKernel::connect().context("opening netlink")?;
+        let mut dp = Kernel::connect().context("opening netlink")?;
         let (_, _, plan) = self.plan(&mut dp, down).await?;
         let result = dp.apply(&self.scope(), &plan).await;
         let (done, writes, failure) = match result {

@@ -32,6 +32,7 @@ fn underlay() -> Underlay {
             ("::/0".parse().unwrap(), 2),
         ],
         links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
+        holders: Default::default(),
     }
 }
 
@@ -206,10 +207,11 @@ fn arb_topology() -> impl Strategy<Value = String> {
         prop::collection::vec(node, 1..12),
         prop::sample::select(vec![4242u32, 4243]),
         prop::option::of(1300u32..1450),
+        prop::sample::select(vec!["vxlan", "fou"]),
     )
-        .prop_map(|(nodes, vni, mtu)| {
+        .prop_map(|(nodes, vni, mtu, datapath)| {
             let mut s = format!(
-                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\n"
+                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n"
             );
             if let Some(m) = mtu {
                 s.push_str(&format!("mtu = {m}\n"));
@@ -299,7 +301,9 @@ fn removes_nothing_desired(plan: &Plan, want: &Desired) -> bool {
         .filter(|s| s.action == Action::Remove)
         .all(|s| match &s.object {
             Object::Link(_) => want.state.link.is_none(),
-            Object::Address(a) => !want.state.addresses.contains_key(&a.address),
+            Object::Address(a) => !want.state.addresses.contains_key(&a.key()),
+            Object::Tunnel(t) => !want.state.tunnels.contains_key(&t.name),
+            Object::Fou(f) => !want.state.fou.contains_key(&f.port),
             Object::Fdb(f) => !want.state.fdb.contains_key(&f.mac),
             Object::Neigh(n) => !want.state.neighbours.contains_key(&n.address),
             Object::Route(r) => !want.state.routes.contains_key(&r.key()),
@@ -337,6 +341,7 @@ proptest! {
         let foreign_before = k.observed.foreign_routes.clone();
         let node = t1.nodes.keys().nth(node_pick % t1.nodes.len()).expect("a node").clone();
         let want = desired(&t1, &node);
+        let tunnel_prefix = reconcile::tunnel_name("p", "x")[..3].to_string();
         let plan = reconcile::plan(&want, &k.observed).expect("plan");
         prop_assert!(removes_nothing_desired(&plan, &want));
         for s in &plan.steps {
@@ -350,8 +355,11 @@ proptest! {
                 Object::Neigh(n) => n.dev.clone(),
                 Object::Route(r) => r.dev.clone(),
                 Object::Sysctl(x) => x.key.clone(),
+                Object::Tunnel(t) => t.name.clone(),
+                Object::Fou(f) => format!("fou {}", f.port),
             };
-            prop_assert!(dev.contains("lvn-p"), "step outside lvn's device: {s}");
+            let ours = dev.contains("lvn-p") || dev.contains(&tunnel_prefix) || dev == "fou 4789";
+            prop_assert!(ours, "step outside lvn's devices: {s}");
         }
         k.apply_plan(&plan);
         prop_assert_eq!(&k.observed.foreign_routes, &foreign_before);
@@ -363,7 +371,8 @@ proptest! {
         prop_assert_eq!(k.writes, writes, "a second pass writes nothing");
     }
 
-    /// Down from any state removes everything lvn owns in one step.
+    /// Down from any state removes everything lvn owns, one step per device
+    /// (what is on a device goes with it).
     #[test]
     fn down_removes_everything(before in arb_topology(), node_pick in 0usize..12) {
         let t = topo(&before);
@@ -372,8 +381,107 @@ proptest! {
         let p = reconcile::plan(&desired(&t, n), &k.observed).expect("plan");
         k.apply_plan(&p);
         let down = reconcile::plan(&Desired::default(), &k.observed).expect("plan");
-        prop_assert_eq!(down.steps.len(), 1);
+        let st = &k.observed.state;
+        let devices = usize::from(st.link.is_some()) + st.tunnels.len() + st.fou.len();
+        prop_assert!(devices >= 1);
+        prop_assert_eq!(down.steps.len(), devices);
         k.apply_plan(&down);
         prop_assert!(k.observed.state.is_empty());
     }
+}
+
+const FOU: &str = r#"
+[network]
+name = "ninux"
+overlay = "100.64.0.0/16"
+port = 4789
+vni = 4242
+datapath = "fou"
+
+[nodes.hub1]
+role = "hub"
+address = "100.64.0.1"
+endpoint = "198.51.100.1"
+
+[nodes.alice]
+address = "100.64.1.2"
+
+[nodes.bob]
+address = "100.64.1.3"
+endpoint = "192.0.2.3"
+"#;
+
+fn learned(pairs: &[(&str, &str)]) -> reconcile::Liveness {
+    reconcile::Liveness {
+        learned: pairs
+            .iter()
+            .map(|(n, e)| (n.to_string(), e.parse().unwrap()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn golden_fou_hub_and_spoke() {
+    let t = topo(FOU);
+    let live = learned(&[("alice", "198.51.100.2:40059")]);
+    for (node, file) in [("hub1", "fou-hub"), ("alice", "fou-spoke")] {
+        let mut k = kernel();
+        let want = reconcile::desired(&t, t.node(node).unwrap(), &underlay(), &live);
+        let plan = reconcile::plan(&want, &k.observed).expect("plan");
+        let mut text: String = plan.steps.iter().map(|s| format!("{s}\n")).collect();
+        text.push_str(&render::summary_line(&plan));
+        text.push('\n');
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{file}.plan"));
+        if std::env::var_os("LVN_BLESS").is_some() {
+            std::fs::write(&path, &text).expect("bless");
+        }
+        assert_eq!(
+            text,
+            std::fs::read_to_string(&path).expect("golden file"),
+            "{file}"
+        );
+        k.apply_plan(&plan);
+        assert!(reconcile::plan(&want, &k.observed).unwrap().is_empty());
+        // A NAT rebinding is one change, to the tunnel.
+        if node == "hub1" {
+            let moved = learned(&[("alice", "198.51.100.2:40077")]);
+            let want = reconcile::desired(&t, t.node(node).unwrap(), &underlay(), &moved);
+            let plan = reconcile::plan(&want, &k.observed).unwrap();
+            assert_eq!(plan.steps.len(), 1, "{:?}", plan.steps);
+            assert_eq!(plan.steps[0].object.kind(), "tunnel");
+            assert_eq!(plan.steps[0].action, Action::Change);
+        }
+    }
+}
+
+#[test]
+fn fou_carries_one_spoke_per_public_address_and_never_thrashes() {
+    let text = FOU.replace("endpoint = \"192.0.2.3\"", "");
+    let t = topo(&text);
+    let hub = t.node("hub1").unwrap();
+    // alice and bob behind one NAT address, different ports.
+    let live = learned(&[
+        ("alice", "198.51.100.2:40001"),
+        ("bob", "198.51.100.2:40002"),
+    ]);
+    let d = reconcile::desired(&t, hub, &underlay(), &live);
+    assert_eq!(d.state.tunnels.len(), 1);
+    assert_eq!(d.conflicts.len(), 1);
+    let c = &d.conflicts[0];
+    assert_eq!((c.kept.as_str(), c.refused.as_str()), ("alice", "bob"));
+    let msg = c.to_string();
+    assert!(
+        msg.contains("alice and bob share the public address 198.51.100.2"),
+        "{msg}"
+    );
+    assert!(msg.contains("use datapath = \"vxlan\""), "{msg}");
+    // Whoever holds the address keeps it, whatever the name order.
+    let mut u = underlay();
+    u.holders
+        .insert("198.51.100.2".parse().unwrap(), "bob".into());
+    let d = reconcile::desired(&t, hub, &u, &live);
+    let kept: Vec<&str> = d.state.tunnels.values().map(|t| t.peer.as_str()).collect();
+    assert_eq!(kept, ["bob"]);
+    assert_eq!(d.conflicts[0].refused, "alice");
 }

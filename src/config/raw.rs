@@ -40,9 +40,9 @@ pub struct RawNetwork {
     /// UDP port of the encapsulation, the same on every node.
     #[schemars(with = "u16", range(min = 1, max = 65534))]
     pub port: Spanned<i64>,
-    /// Data path: "vxlan" (kernel VXLAN). "fou" and "userspace" are planned.
+    /// Data path: "vxlan" (kernel VXLAN, the default) or "fou" (kernel fou + ipip, IPv4 only).
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("enum" = ["vxlan"]))]
+    #[schemars(with = "Option<String>", extend("enum" = ["vxlan", "fou"]))]
     pub datapath: Option<Spanned<String>>,
     /// VXLAN network identifier, 0-16777215.
     #[schemars(with = "u32", range(max = 16_777_215))]

@@ -91,7 +91,10 @@ pub enum Auth {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Datapath {
+    /// Kernel VXLAN: one device, FDB entries per peer (50 bytes overhead).
     Vxlan,
+    /// Kernel fou + ipip: a tunnel per peer (28 bytes overhead, IPv4 only).
+    Fou,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -211,6 +214,9 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         }
     }
     check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
+    if let Some(net) = network.as_ref().filter(|n| n.datapath == Datapath::Fou) {
+        check_fou(&mut c, raw_nodes, net, &nodes);
+    }
     c.errors.sort_by_key(|e| (e.line, e.col));
     match network {
         Some(network) if c.errors.is_empty() => Ok(Topology {
@@ -299,17 +305,18 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
     }
     let datapath = match n.datapath.as_ref().map(|d| d.get_ref().as_str()) {
         None | Some("vxlan") => Some(Datapath::Vxlan),
-        Some(d @ ("fou" | "userspace")) => {
+        Some("fou") => Some(Datapath::Fou),
+        Some(d @ "userspace") => {
             c.err(
                 n.datapath.as_ref().map_or(0..0, Spanned::span),
-                format!("datapath '{d}' is not supported yet, expected \"vxlan\""),
+                format!("datapath '{d}' is not supported yet, expected \"vxlan\" or \"fou\""),
             );
             None
         }
         Some(d) => {
             c.err(
                 n.datapath.as_ref().map_or(0..0, Spanned::span),
-                format!("unknown datapath '{d}', expected \"vxlan\""),
+                format!("unknown datapath '{d}', expected \"vxlan\" or \"fou\""),
             );
             None
         }
@@ -567,6 +574,49 @@ fn check_fleet(
             raw.span(),
             "no hub is declared: a network needs at least one node with role = \"hub\"",
         );
+    }
+}
+
+/// Datapath "fou" is ipip: IPv4 underlay only, and one tunnel per remote
+/// address, so two declared endpoints may not share an address.
+fn check_fou(
+    c: &mut Checker,
+    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    net: &Network,
+    nodes: &BTreeMap<String, Node>,
+) {
+    let mut in_file_order: Vec<_> = raw.get_ref().iter().collect();
+    in_file_order.sort_by_key(|(name, _)| name.span().start);
+    let mut by_ip: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut names: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, rn) in in_file_order {
+        let Some(node) = nodes.get(name.get_ref()) else {
+            continue;
+        };
+        let tunnel = crate::reconcile::tunnel_name(&net.name, &node.name);
+        if let Some(other) = names.insert(tunnel.clone(), name.get_ref()) {
+            c.err(
+                name.span(),
+                format!(
+                    "nodes '{other}' and '{}' would both get tunnel device {tunnel}; rename one",
+                    node.name
+                ),
+            );
+        }
+        let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) else {
+            continue;
+        };
+        if ep.is_ipv6() {
+            c.err(
+                at.span(),
+                format!("endpoint {ep} of node '{}' is IPv6, but datapath \"fou\" (ipip) carries IPv4 only; use datapath = \"vxlan\" for an IPv6 underlay", node.name),
+            );
+        } else if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {
+            c.err(
+                at.span(),
+                format!("endpoint {ep} of node '{}' shares its address with node '{other}': ipip (datapath \"fou\") tells tunnels apart by outer addresses only; use datapath = \"vxlan\" to carry both", node.name),
+            );
+        }
     }
 }
 

@@ -22,16 +22,23 @@ pub use status::{DEFAULT_RUN_DIR, PeerStatus, Status, query, socket_path, table}
 
 use crate::{
     config::{self, Auth, Role, Topology},
-    datapath::{Datapath, Scope, vxlan::VxlanKernel},
+    datapath::{Datapath, Scope, kernel::Kernel},
     probe::{
         PrivateKey,
         hub::{HubProbe, Outcome, Peer},
-        io::{OverlaySocket, UnderlaySocket},
+        io::{Encap, Inner, OverlaySocket, OverlayUdp, UnderlaySocket},
         keyfile, pair_key,
         spoke::SpokeProbe,
     },
     reconcile::{self, Family, Liveness, Mac},
 };
+
+/// Overlay UDP port of keepalives on datapath "fou": the network's port
+/// plus one (the fou listener holds the port itself; `port` is at most
+/// 65534, so this fits).
+fn keepalive_port(port: u16) -> u16 {
+    port.saturating_add(1)
+}
 
 /// Default private key file.
 pub const DEFAULT_KEY_FILE: &str = "/etc/lvn/private.key";
@@ -59,7 +66,7 @@ enum Probe {
 
 enum Event {
     Sighting(std::io::Result<crate::probe::io::Sighting>),
-    Frame(std::io::Result<crate::probe::io::Frame>),
+    Frame(std::io::Result<Vec<u8>>),
     Tick,
     Reload(&'static str),
     Status(std::io::Result<tokio::net::UnixStream>),
@@ -70,13 +77,15 @@ struct Daemon {
     opts: Options,
     topo: Topology,
     key: Option<PrivateKey>,
-    dp: VxlanKernel,
+    dp: Kernel,
     probe: Probe,
-    overlay: Option<OverlaySocket>,
+    overlay: Option<Overlay>,
     underlay: Option<UnderlaySocket>,
     /// Peers whose keepalives stopped, with their expire_after.
     expired: BTreeMap<String, Duration>,
     counters: BTreeMap<String, u64>,
+    /// Peers the datapath cannot carry (fou: one per public address).
+    conflicts: Vec<reconcile::Conflict>,
     next_resync: Instant,
     retry_at: Option<Instant>,
     next_expiry_check: Instant,
@@ -99,7 +108,7 @@ pub async fn run(opts: Options) -> Result<()> {
     topo.node(&opts.node)?;
     let key = load_key(&topo, &opts)?;
     let probe = build_probe(&topo, &opts.node, key.as_ref(), None)?;
-    let dp = VxlanKernel::connect().context("opening netlink")?;
+    let dp = Kernel::connect().context("opening netlink")?;
     let now = Instant::now();
     let mut d = Daemon {
         opts,
@@ -111,6 +120,7 @@ pub async fn run(opts: Options) -> Result<()> {
         underlay: None,
         expired: BTreeMap::new(),
         counters: BTreeMap::new(),
+        conflicts: Vec::new(),
         next_resync: now,
         retry_at: None,
         next_expiry_check: now,
@@ -170,13 +180,34 @@ async fn recv_underlay(s: &Option<UnderlaySocket>) -> std::io::Result<crate::pro
     }
 }
 
-async fn recv_overlay(
-    s: &Option<OverlaySocket>,
-    read: bool,
-) -> std::io::Result<crate::probe::io::Frame> {
+async fn recv_overlay(s: &Option<Overlay>, read: bool) -> std::io::Result<Vec<u8>> {
     match s {
         Some(s) if read => s.recv().await,
         _ => std::future::pending().await,
+    }
+}
+
+/// The socket keepalives travel on inside the overlay: an EtherType
+/// 0x88b5 frame on the VXLAN device, or UDP between overlay addresses
+/// through the fou tunnels.
+enum Overlay {
+    Packet(OverlaySocket),
+    Udp(OverlayUdp),
+}
+
+impl Overlay {
+    fn send(&self, to: &config::Node, payload: &[u8]) -> std::io::Result<()> {
+        match self {
+            Overlay::Packet(p) => p.send(Mac::for_overlay(to.address), payload),
+            Overlay::Udp(u) => u.send(to.address, payload),
+        }
+    }
+
+    async fn recv(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Overlay::Packet(p) => p.recv().await.map(|f| f.payload),
+            Overlay::Udp(u) => u.recv().await.map(|(_, payload)| payload),
+        }
     }
 }
 
@@ -267,6 +298,8 @@ impl Daemon {
             network: self.topo.network.name.clone(),
             device: self.topo.network.device.clone(),
             overlay: self.topo.network.overlay,
+            datapath: self.topo.network.datapath,
+            port: self.topo.network.port,
         }
     }
 
@@ -301,6 +334,12 @@ impl Daemon {
         let observed = self.dp.observe(&scope).await?;
         let desired = reconcile::desired(&self.topo, &me, &observed.underlay, &self.liveness());
         let plan = reconcile::plan(&desired, &observed)?;
+        for c in &desired.conflicts {
+            if !self.conflicts.contains(c) {
+                warn!("{c}");
+            }
+        }
+        self.conflicts = desired.conflicts;
         self.next_resync = Instant::now() + self.opts.resync;
         if plan.is_empty() {
             debug!("reconcile ({why}): no changes");
@@ -320,8 +359,8 @@ impl Daemon {
                 );
                 self.retry_at = None;
                 // A re-created device has a new index: reopen the probe's socket.
-                if self.overlay.as_ref().map(OverlaySocket::ifindex)
-                    != self.dp.ifindex(&scope.device)
+                if let Some(Overlay::Packet(p)) = &self.overlay
+                    && Some(p.ifindex()) != self.dp.ifindex(&scope.device)
                 {
                     self.overlay = None;
                     self.open_sockets();
@@ -337,12 +376,22 @@ impl Daemon {
 
     fn open_sockets(&mut self) {
         let is_hub = matches!(self.probe, Probe::Hub(_));
-        if self.overlay.is_none()
-            && let Some(index) = self.dp.ifindex(&self.topo.network.device)
-        {
-            match OverlaySocket::open(index, !is_hub) {
-                Ok(s) => self.overlay = Some(s),
-                Err(e) => error!("opening the overlay keepalive socket: {e}"),
+        let net = &self.topo.network;
+        if self.overlay.is_none() {
+            let opened = match net.datapath {
+                config::Datapath::Vxlan => self
+                    .dp
+                    .ifindex(&net.device)
+                    .map(|index| OverlaySocket::open(index, !is_hub).map(Overlay::Packet)),
+                config::Datapath::Fou => self.topo.node(&self.opts.node).ok().map(|me| {
+                    OverlayUdp::open(me.address, keepalive_port(net.port), !is_hub)
+                        .map(Overlay::Udp)
+                }),
+            };
+            match opened {
+                Some(Ok(s)) => self.overlay = Some(s),
+                Some(Err(e)) => error!("opening the overlay keepalive socket: {e}"),
+                None => {}
             }
         }
         if is_hub && self.underlay.is_none() {
@@ -351,7 +400,13 @@ impl Daemon {
                 .hubs()
                 .find_map(|h| h.endpoint)
                 .is_some_and(|e| Family::of(e.ip()) == Family::Ipv6);
-            match UnderlaySocket::open(v6, self.topo.network.port, self.topo.network.vni) {
+            let encap = match net.datapath {
+                config::Datapath::Vxlan => Encap::Vxlan { vni: net.vni },
+                config::Datapath::Fou => Encap::Fou {
+                    keepalive_port: keepalive_port(net.port),
+                },
+            };
+            match UnderlaySocket::open(v6, net.port, encap) {
                 Ok(s) => self.underlay = Some(s),
                 Err(e) => error!("opening the underlay keepalive socket: {e}"),
             }
@@ -397,9 +452,16 @@ impl Daemon {
                 answer,
                 to,
             } => {
-                if s.mac != to {
-                    // The inner frame must come from the MAC of the node it names.
-                    self.count("rejected_mac_mismatch");
+                let Some(node) = self.topo.nodes.get(&peer).cloned() else {
+                    return;
+                };
+                let inner_ok = match s.inner {
+                    Inner::Mac(m) => m == to,
+                    Inner::Ip(ip) => ip == node.address,
+                };
+                if !inner_ok {
+                    // The inner packet must come from the node it names.
+                    self.count("rejected_inner_mismatch");
                     return;
                 }
                 self.count("accepted");
@@ -413,7 +475,7 @@ impl Daemon {
                     self.save();
                 }
                 if let Some(o) = &self.overlay {
-                    match o.send(to, &answer) {
+                    match o.send(&node, &answer) {
                         Ok(()) => self.count("sent"),
                         Err(e) => debug!("answer to {peer}: {e}"),
                     }
@@ -422,11 +484,11 @@ impl Daemon {
         }
     }
 
-    fn on_frame(&mut self, f: crate::probe::io::Frame) {
+    fn on_frame(&mut self, payload: Vec<u8>) {
         let Probe::Spoke(spoke) = &mut self.probe else {
             return;
         };
-        let r = spoke.on_answer(&f.payload, Instant::now());
+        let r = spoke.on_answer(&payload, Instant::now());
         self.count("received");
         match r {
             Ok(hub) => {
@@ -451,9 +513,14 @@ impl Daemon {
                 let mut sent = 0;
                 if let Some(o) = &self.overlay {
                     for (mac, payload) in sends {
-                        match o.send(mac, &payload) {
+                        let hub = self
+                            .topo
+                            .hubs()
+                            .find(|h| Mac::for_overlay(h.address) == mac);
+                        let Some(hub) = hub else { continue };
+                        match o.send(hub, &payload) {
                             Ok(()) => sent += 1,
-                            Err(e) => debug!("keepalive to {mac}: {e}"),
+                            Err(e) => debug!("keepalive to {}: {e}", hub.name),
                         }
                     }
                 }
@@ -538,11 +605,15 @@ impl Daemon {
                 return;
             }
         }
-        let role = |t: &Topology| t.node(&self.opts.node).map(|n| n.role).ok();
-        // A new device, or a new role (a hub's overlay socket drops what it
-        // receives, a spoke's reads answers): open the socket again.
+        let me = |t: &Topology| t.node(&self.opts.node).map(|n| (n.role, n.address)).ok();
+        // A new device, datapath, address or role (a hub's overlay socket
+        // drops what it receives, a spoke's reads answers): open the
+        // probe's sockets again.
         let device_changed = topo.network.device != self.topo.network.device
-            || role(&topo) != role(&self.topo);
+            || topo.network.datapath != self.topo.network.datapath
+            || topo.network.port != self.topo.network.port
+            || topo.network.vni != self.topo.network.vni
+            || me(&topo) != me(&self.topo);
         self.topo = topo;
         self.key = key;
         self.expired.retain(|n, _| self.topo.nodes.contains_key(n));
@@ -550,6 +621,7 @@ impl Daemon {
         info!("reload ({why}): applying the new topology");
         if device_changed {
             self.overlay = None;
+            self.underlay = None;
         }
         if let Err(e) = self.reconcile("reload").await {
             error!("reconcile after reload: {e:#}");
@@ -568,8 +640,12 @@ impl Daemon {
                         continue;
                     };
                     let live = h.live().get(name);
+                    let conflict = self.conflicts.iter().find(|c| &c.refused == name);
                     let (endpoint, source, state) = match (p.static_endpoint, live) {
                         (Some(e), _) => (Some(e), "static", "up"),
+                        (None, Some(l)) if conflict.is_some() => {
+                            (Some(l.endpoint), "learned", "refused")
+                        }
                         (None, Some(l)) if l.up => (Some(l.endpoint), "learned", "up"),
                         (None, Some(l)) => (Some(l.endpoint), "learned", "expired"),
                         (None, None) => (None, "none", "waiting"),
@@ -581,6 +657,7 @@ impl Daemon {
                         source: source.into(),
                         state: state.into(),
                         last_seen_secs: live.and_then(|l| secs(l.last_seen)),
+                        note: conflict.map(ToString::to_string),
                     });
                 }
                 ("hub", None)
@@ -603,6 +680,7 @@ impl Daemon {
                         source: "static".into(),
                         state: state.into(),
                         last_seen_secs: h.last_answer.and_then(secs),
+                        note: None,
                     });
                 }
                 ("spoke", s.reflexive())

@@ -31,10 +31,13 @@ pub struct PeerStatus {
     pub endpoint: Option<SocketAddr>,
     /// "static", "learned", or "none" (nothing known yet).
     pub source: String,
-    /// "up", "waiting" (nothing heard yet) or "expired".
+    /// "up", "waiting" (nothing heard yet), "expired", or "refused" (the
+    /// datapath cannot carry it; `note` says why and what to do).
     pub state: String,
     /// Seconds since the last accepted keepalive (hub) or answer (spoke).
     pub last_seen_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
@@ -109,6 +112,9 @@ pub fn table(s: &Status) -> String {
     out.push_str(&line(head));
     for r in &rows {
         out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    for p in s.peers.iter().filter_map(|p| p.note.as_ref()) {
+        out.push_str(&format!("note: {p}\n"));
     }
     out
 }

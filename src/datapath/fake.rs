@@ -73,9 +73,9 @@ impl FakeKernel {
             }
             Object::Address(a) => {
                 if remove {
-                    s.addresses.remove(&a.address);
+                    s.addresses.remove(&a.key());
                 } else {
-                    s.addresses.insert(a.address, a.clone());
+                    s.addresses.insert(a.key(), a.clone());
                 }
             }
             Object::Fdb(f) => {
@@ -97,6 +97,32 @@ impl FakeKernel {
                     s.routes.remove(&r.key());
                 } else {
                     s.routes.insert(r.key(), r.clone());
+                }
+            }
+            Object::Tunnel(t) => {
+                if remove {
+                    // The tunnel goes, and what is on it.
+                    s.tunnels.remove(&t.name);
+                    s.addresses.retain(|k, _| k.dev != t.name);
+                    s.routes.retain(|_, r| r.dev != t.name);
+                    let dev = format!(".{}.", t.name);
+                    s.sysctls.retain(|k, _| !k.contains(&dev));
+                } else {
+                    if !s.tunnels.contains_key(&t.name) {
+                        for (setting, value) in &self.observed.sysctl_defaults {
+                            let key = sysctl_key(self.sysctl_family, &t.name, setting);
+                            let value = value.clone();
+                            s.sysctls.insert(key.clone(), Sysctl { key, value });
+                        }
+                    }
+                    s.tunnels.insert(t.name.clone(), t.clone());
+                }
+            }
+            Object::Fou(f) => {
+                if remove {
+                    s.fou.remove(&f.port);
+                } else {
+                    s.fou.insert(f.port, *f);
                 }
             }
             Object::Sysctl(x) => {

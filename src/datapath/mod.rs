@@ -5,8 +5,9 @@
 //! property tests of the planner.
 
 pub mod fake;
+pub mod fou_genl;
+pub mod kernel;
 mod netlink;
-pub mod vxlan;
 
 use ipnet::IpNet;
 
@@ -25,6 +26,9 @@ pub struct Scope {
     pub device: String,
     /// Overlay prefix: decides the family of addresses, neighbours, routes.
     pub overlay: IpNet,
+    pub datapath: crate::config::Datapath,
+    /// The encapsulation's UDP port (the fou listener's, with "fou").
+    pub port: u16,
 }
 
 /// What an apply did.
@@ -46,6 +50,9 @@ pub enum DatapathError {
     },
     #[error("netlink: {0}")]
     Netlink(String),
+    /// The kernel lacks what the datapath needs; the message says how to fix it.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("applying the plan stopped after {done} of {total} steps: {source}")]
     Partial {
         done: usize,
@@ -73,6 +80,7 @@ impl DatapathError {
                 )
             ),
             DatapathError::Netlink(_) => true,
+            DatapathError::Unsupported(_) => false,
             DatapathError::Partial { source, .. } => source.is_transient(),
         }
     }

@@ -190,27 +190,45 @@ impl OverlaySocket {
     }
 }
 
+/// Who sent the inner packet, as the inner headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inner {
+    /// VXLAN: the inner Ethernet source.
+    Mac(Mac),
+    /// FOU: the inner IPv4 source.
+    Ip(IpAddr),
+}
+
+/// What is inside the UDP packets the hub's underlay socket looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// VXLAN with this VNI, carrying an EtherType 0x88b5 frame.
+    Vxlan { vni: u32 },
+    /// fou (ipip), carrying IPv4 UDP to this overlay port.
+    Fou { keepalive_port: u16 },
+}
+
 /// A keepalive as the hub's underlay saw it.
 #[derive(Debug)]
 pub struct Sighting {
     /// Outer source address and port: the reflexive address.
     pub from: SocketAddr,
-    /// Inner source MAC.
-    pub mac: Mac,
+    pub inner: Inner,
     pub payload: Vec<u8>,
 }
 
 pub struct UnderlaySocket {
     fd: AsyncFd<OwnedFd>,
     v6: bool,
+    encap: Encap,
 }
 
 /// Bytes from the UDP header to the keepalive: UDP 8, VXLAN 8, Ethernet 14.
 const INNER: usize = 30;
 
 impl UnderlaySocket {
-    /// Copies of VXLAN packets to `port` with `vni` that carry a keepalive.
-    pub fn open(v6: bool, port: u16, vni: u32) -> io::Result<UnderlaySocket> {
+    /// Copies of encapsulated packets to `port` that carry a keepalive.
+    pub fn open(v6: bool, port: u16, encap: Encap) -> io::Result<UnderlaySocket> {
         let fd = if v6 {
             socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_UDP)?
         } else {
@@ -222,22 +240,36 @@ impl UnderlaySocket {
         } else {
             bpf(0xb1, 0, 0, 0)
         };
-        let prog = [
-            load_x,
-            bpf(0x48, 0, 0, 2),                    // A = UDP destination port
-            bpf(0x15, 0, 5, u32::from(port)),      // != port: drop
-            bpf(0x40, 0, 0, 12),                   // A = VNI << 8 | reserved
-            bpf(0x15, 0, 3, vni << 8),             // != vni: drop
-            bpf(0x48, 0, 0, 28),                   // A = inner EtherType
-            bpf(0x15, 0, 1, u32::from(ETHERTYPE)), // != keepalive: drop
-            bpf(0x06, 0, 0, 0xffff),               // accept
-            bpf(0x06, 0, 0, 0),                    // drop
-        ];
+        let prog = match encap {
+            Encap::Vxlan { vni } => [
+                load_x,
+                bpf(0x48, 0, 0, 2),                    // A = UDP destination port
+                bpf(0x15, 0, 5, u32::from(port)),      // != port: drop
+                bpf(0x40, 0, 0, 12),                   // A = VNI << 8 | reserved
+                bpf(0x15, 0, 3, vni << 8),             // != vni: drop
+                bpf(0x48, 0, 0, 28),                   // A = inner EtherType
+                bpf(0x15, 0, 1, u32::from(ETHERTYPE)), // != keepalive: drop
+                bpf(0x06, 0, 0, 0xffff),               // accept
+                bpf(0x06, 0, 0, 0),                    // drop
+            ],
+            Encap::Fou { keepalive_port } => [
+                load_x,
+                bpf(0x48, 0, 0, 2),               // A = UDP destination port
+                bpf(0x15, 0, 5, u32::from(port)), // != port: drop
+                bpf(0x50, 0, 0, 8 + 9),           // A = inner IP protocol
+                bpf(0x15, 0, 3, 17),              // != UDP: drop
+                bpf(0x48, 0, 0, 8 + 20 + 2),      // A = inner UDP dport
+                bpf(0x15, 0, 1, u32::from(keepalive_port)), // != keepalive: drop
+                bpf(0x06, 0, 0, 0xffff),          // accept
+                bpf(0x06, 0, 0, 0),               // drop
+            ],
+        };
         attach_filter(&fd, &prog)?;
         drain(&fd);
         Ok(UnderlaySocket {
             fd: register(fd)?,
             v6,
+            encap,
         })
     }
 
@@ -261,7 +293,7 @@ impl UnderlaySocket {
                     )
                 };
                 let n = check(n as libc::c_int)? as usize;
-                Ok(parse_sighting(&buf[..n], self.v6, &ss))
+                Ok(parse_sighting(&buf[..n], self.v6, self.encap, &ss))
             });
             match r {
                 Ok(Ok(Some(s))) => return Ok(s),
@@ -273,7 +305,12 @@ impl UnderlaySocket {
     }
 }
 
-fn parse_sighting(buf: &[u8], v6: bool, ss: &libc::sockaddr_storage) -> Option<Sighting> {
+fn parse_sighting(
+    buf: &[u8],
+    v6: bool,
+    encap: Encap,
+    ss: &libc::sockaddr_storage,
+) -> Option<Sighting> {
     let (src_ip, udp) = if v6 {
         // SAFETY: an AF_INET6 raw socket fills a sockaddr_in6.
         let sin6: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
@@ -284,13 +321,93 @@ fn parse_sighting(buf: &[u8], v6: bool, ss: &libc::sockaddr_storage) -> Option<S
         (IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3])), ihl)
     };
     let sport = u16::from_be_bytes([*buf.get(udp)?, *buf.get(udp + 1)?]);
-    let mac_at = udp + 16 + 6;
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(buf.get(mac_at..mac_at + 6)?);
-    let payload = buf.get(udp + INNER..)?;
+    let (inner, at) = match encap {
+        Encap::Vxlan { .. } => {
+            let mac_at = udp + 16 + 6;
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(buf.get(mac_at..mac_at + 6)?);
+            (Inner::Mac(Mac(mac)), udp + INNER)
+        }
+        Encap::Fou { .. } => {
+            let ip = udp + 8;
+            let ihl = usize::from(*buf.get(ip)? & 0x0f) * 4;
+            let s = buf.get(ip + 12..ip + 16)?;
+            (
+                Inner::Ip(IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3]))),
+                ip + ihl + 8,
+            )
+        }
+    };
+    let payload = buf.get(at..)?;
     Some(Sighting {
         from: SocketAddr::new(src_ip, sport),
-        mac: Mac(mac),
+        inner,
         payload: payload[..payload.len().min(MAX_MESSAGE + 1)].to_vec(),
     })
+}
+
+/// Keepalives on datapath "fou": plain UDP between overlay addresses on
+/// `port + 1`, routed through the tunnel like data (ipip has no layer 2).
+pub struct OverlayUdp {
+    sock: tokio::net::UdpSocket,
+    port: u16,
+}
+
+impl OverlayUdp {
+    /// Bind to this node's overlay address (before it exists: IP_FREEBIND).
+    /// `receive` false: a hub that only sends; what arrives is dropped in
+    /// the kernel.
+    pub fn open(addr: IpAddr, port: u16, receive: bool) -> io::Result<OverlayUdp> {
+        let IpAddr::V4(v4) = addr else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "fou overlays are IPv4",
+            ));
+        };
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a valid c_int for the duration of the call.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_FREEBIND,
+                &one as *const _ as *const libc::c_void,
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+        if !receive {
+            attach_filter(&fd, &[bpf(0x06, 0, 0, 0)])?;
+        }
+        // SAFETY: zeroed sockaddr_in is valid; fields set below.
+        let mut sin: libc::sockaddr_in = unsafe { zeroed() };
+        sin.sin_family = libc::AF_INET as u16;
+        sin.sin_port = port.to_be();
+        sin.sin_addr.s_addr = u32::from(v4).to_be();
+        // SAFETY: sin is a valid sockaddr_in of the given size.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sin as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        })?;
+        let std = std::net::UdpSocket::from(fd);
+        Ok(OverlayUdp {
+            sock: tokio::net::UdpSocket::from_std(std)?,
+            port,
+        })
+    }
+
+    pub fn send(&self, to: IpAddr, payload: &[u8]) -> io::Result<()> {
+        self.sock
+            .try_send_to(payload, SocketAddr::new(to, self.port))
+            .map(|_| ())
+    }
+
+    pub async fn recv(&self) -> io::Result<(IpAddr, Vec<u8>)> {
+        let mut buf = [0u8; 2048];
+        let (n, from) = self.sock.recv_from(&mut buf).await?;
+        Ok((from.ip(), buf[..n.min(MAX_MESSAGE + 1)].to_vec()))
+    }
 }

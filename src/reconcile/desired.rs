@@ -10,9 +10,13 @@ use std::{
 use ipnet::IpNet;
 
 use super::{
-    Address, Family, Fdb, Link, Mac, Neigh, Reason, Route, RouteKey, State, Sysctl, Underlay,
+    AddrKey, Address, Family, Fdb, Fou, Link, Mac, Neigh, Reason, Route, RouteKey, State, Sysctl,
+    Tunnel, Underlay,
 };
-use crate::config::{Node, Role, Topology};
+use crate::config::{Datapath, Node, Role, Topology};
+
+/// Bytes FOU adds over IPv4: outer IPv4 (20) and UDP (8).
+pub const FOU_OVERHEAD_V4: u32 = 28;
 
 /// Bytes VXLAN adds to every packet over IPv4: outer IPv4 (20), UDP (8),
 /// VXLAN (8) and the inner Ethernet header (14).
@@ -28,7 +32,9 @@ const IPV6_DEFAULT_METRIC: u32 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ObjectKey {
     Link,
-    Address(IpNet),
+    Tunnel(String),
+    Fou(u16),
+    Address(AddrKey),
     Fdb(Mac),
     Neigh(IpAddr),
     Route(RouteKey),
@@ -52,6 +58,27 @@ pub struct Desired {
     pub reasons: HashMap<ObjectKey, Reason>,
     /// Why objects that are not wanted go, where it is more than "not declared".
     pub removal_reasons: HashMap<ObjectKey, Reason>,
+    /// Peers the datapath cannot carry, and why (FOU: one per remote address).
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Two peers behind one public address on datapath "fou": ipip tells
+/// tunnels apart by outer addresses only, so only `kept` is carried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Conflict {
+    pub remote: IpAddr,
+    pub kept: String,
+    pub refused: String,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} and {} share the public address {}: ipip (datapath \"fou\") tells tunnels apart by outer addresses only, so {} is carried and {} is refused; use datapath = \"vxlan\" to carry both",
+            self.kept, self.refused, self.remote, self.kept, self.refused
+        )
+    }
 }
 
 impl Desired {
@@ -72,16 +99,144 @@ impl Desired {
 
 /// What `me` should have in the kernel for `topo`.
 pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness) -> Desired {
-    let net = &topo.network;
-    let dev = net.device.clone();
     let mut d = Desired::default();
     d.reasons.reserve(2 * topo.nodes.len() + 8);
     let family = topo
         .hubs()
         .find_map(|h| h.endpoint)
         .map_or(Family::Ipv4, |e| Family::of(e.ip()));
-
     let (mtu, mtu_from) = link_mtu(topo, me, underlay, family);
+    let network = Reason::Network {
+        network: topo.network.name.clone(),
+        mtu_from,
+    };
+    let peers = direct_peers(topo, me, live, &mut d);
+    match topo.network.datapath {
+        Datapath::Vxlan => vxlan(topo, me, family, mtu, network, &peers, &mut d),
+        Datapath::Fou => fou(topo, me, mtu, network, &peers, underlay, &mut d),
+    }
+    d
+}
+
+/// A peer this node talks to directly, with the endpoint to use.
+struct Direct<'a> {
+    node: &'a Node,
+    name: Arc<str>,
+    endpoint: SocketAddr,
+    why: Reason,
+}
+
+/// Hubs talk to every node, spokes to hubs. Peers without an endpoint
+/// (neither declared nor learned) get nothing; expired ones get a reason
+/// for the removal of what they had.
+fn direct_peers<'a>(
+    topo: &'a Topology,
+    me: &Node,
+    live: &Liveness,
+    d: &mut Desired,
+) -> Vec<Direct<'a>> {
+    let mut out = Vec::new();
+    for peer in topo.nodes.values() {
+        if peer.name == me.name || (me.role != Role::Hub && peer.role != Role::Hub) {
+            continue;
+        }
+        let name: Arc<str> = Arc::from(peer.name.as_str());
+        let (endpoint, why) = match (peer.endpoint, live.learned.get(&peer.name)) {
+            (Some(ep), _) => (ep, Reason::StaticEndpoint { peer: name.clone() }),
+            (None, Some(ep)) => (*ep, Reason::LearnedEndpoint { peer: name.clone() }),
+            (None, None) => {
+                if let Some(after) = live.expired.get(&peer.name) {
+                    let r = Reason::Expired {
+                        peer: name.clone(),
+                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    let mac = Mac::for_overlay(peer.address);
+                    d.removal_reasons.insert(ObjectKey::Fdb(mac), r.clone());
+                    d.removal_reasons
+                        .insert(ObjectKey::Neigh(peer.address), r.clone());
+                    let tunnel = tunnel_name(&topo.network.name, &peer.name);
+                    d.removal_reasons.insert(ObjectKey::Tunnel(tunnel), r);
+                }
+                continue;
+            }
+        };
+        out.push(Direct {
+            node: peer,
+            name,
+            endpoint,
+            why,
+        });
+    }
+    out
+}
+
+fn route_metric(topo: &Topology) -> u32 {
+    match topo.network.overlay {
+        IpNet::V4(_) => 0,
+        IpNet::V6(_) => IPV6_DEFAULT_METRIC,
+    }
+}
+
+fn overlay_family(topo: &Topology) -> &'static str {
+    match topo.network.overlay {
+        IpNet::V4(_) => "ipv4",
+        IpNet::V6(_) => "ipv6",
+    }
+}
+
+fn add_route(d: &mut Desired, r: Route, reason: Reason) {
+    d.reasons.insert(ObjectKey::Route(r.key()), reason);
+    d.state.routes.insert(r.key(), r);
+}
+
+fn add_address(d: &mut Desired, a: Address, me: &Node) {
+    d.reasons.insert(
+        ObjectKey::Address(a.key()),
+        Reason::OwnAddress {
+            node: me.name.clone(),
+        },
+    );
+    d.state.addresses.insert(a.key(), a);
+}
+
+/// Device settings for the role: hubs forward, spokes do not.
+fn add_settings(d: &mut Desired, topo: &Topology, me: &Node, dev: &str, redirects: bool) {
+    let fam = overlay_family(topo);
+    let forwarding = if me.role == Role::Hub { "1" } else { "0" };
+    let mut settings = vec![("forwarding", forwarding)];
+    if redirects && me.role == Role::Hub && fam == "ipv4" {
+        // Spokes reach each other through the hub on purpose; a redirect
+        // would only tell them to try a path that does not exist.
+        settings.push(("send_redirects", "0"));
+    }
+    for (setting, value) in settings {
+        let key = sysctl_key(fam, dev, setting);
+        d.reasons.insert(
+            ObjectKey::Sysctl(key.clone()),
+            Reason::Role { role: me.role },
+        );
+        d.state.sysctls.insert(
+            key.clone(),
+            Sysctl {
+                key,
+                value: value.to_string(),
+            },
+        );
+    }
+}
+
+/// VXLAN: one device, an FDB entry and a permanent neighbour per peer.
+fn vxlan(
+    topo: &Topology,
+    me: &Node,
+    family: Family,
+    mtu: u32,
+    network: Reason,
+    peers: &[Direct],
+    d: &mut Desired,
+) {
+    let net = &topo.network;
+    let dev = net.device.clone();
     d.state.link = Some(Link {
         name: dev.clone(),
         vni: net.vni,
@@ -97,141 +252,191 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
         learning: false,
         up: true,
     });
-    d.reasons.insert(
-        ObjectKey::Link,
-        Reason::Network {
-            network: net.name.clone(),
-            mtu_from,
-        },
-    );
-
+    d.reasons.insert(ObjectKey::Link, network);
     let own = IpNet::new(me.address, net.overlay.prefix_len()).unwrap_or(net.overlay);
-    d.state.addresses.insert(
-        own,
+    add_address(
+        d,
         Address {
             dev: dev.clone(),
             address: own,
             noprefixroute: true,
         },
+        me,
     );
-    d.reasons.insert(
-        ObjectKey::Address(own),
-        Reason::OwnAddress {
-            node: me.name.clone(),
-        },
-    );
-
-    for peer in topo.nodes.values() {
-        let direct = peer.name != me.name && (me.role == Role::Hub || peer.role == Role::Hub);
-        if !direct {
-            continue;
-        }
-        let mac = Mac::for_overlay(peer.address);
-        let name: Arc<str> = Arc::from(peer.name.as_str());
-        let (ep, why) = match (peer.endpoint, live.learned.get(&peer.name)) {
-            (Some(ep), _) => (ep, Reason::StaticEndpoint { peer: name.clone() }),
-            (None, Some(ep)) => (*ep, Reason::LearnedEndpoint { peer: name.clone() }),
-            (None, None) => {
-                if let Some(after) = live.expired.get(&peer.name) {
-                    let r = Reason::Expired {
-                        peer: name.clone(),
-                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                    };
-                    d.removal_reasons.insert(ObjectKey::Fdb(mac), r.clone());
-                    d.removal_reasons.insert(ObjectKey::Neigh(peer.address), r);
-                }
-                continue;
-            }
-        };
+    for p in peers {
+        let mac = Mac::for_overlay(p.node.address);
         d.state.fdb.insert(
             mac,
             Fdb {
                 dev: dev.clone(),
                 mac,
-                dst: ep.ip(),
-                port: ep.port(),
+                dst: p.endpoint.ip(),
+                port: p.endpoint.port(),
             },
         );
-        d.reasons.insert(ObjectKey::Fdb(mac), why);
+        d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
         d.state.neighbours.insert(
-            peer.address,
+            p.node.address,
             Neigh {
                 dev: dev.clone(),
-                address: peer.address,
+                address: p.node.address,
                 mac,
             },
         );
         d.reasons.insert(
-            ObjectKey::Neigh(peer.address),
-            Reason::PeerAddress { peer: name },
-        );
-    }
-
-    let metric = match net.overlay {
-        IpNet::V4(_) => 0,
-        IpNet::V6(_) => IPV6_DEFAULT_METRIC,
-    };
-    let mut add_route = |dst: IpNet, via: Option<IpAddr>, reason: Reason| {
-        let r = Route {
-            dev: dev.clone(),
-            dst,
-            metric,
-            via,
-        };
-        d.reasons.insert(ObjectKey::Route(r.key()), reason);
-        d.state.routes.insert(r.key(), r);
-    };
-    match me.role {
-        Role::Hub => add_route(net.overlay, None, Reason::HubOverlay),
-        Role::Spoke => {
-            let mut hubs = topo.hubs();
-            if let Some(first) = hubs.next() {
-                add_route(
-                    net.overlay,
-                    Some(first.address),
-                    Reason::ViaHub {
-                        hub: first.name.clone(),
-                    },
-                );
-            }
-            for hub in hubs {
-                add_route(
-                    IpNet::from(hub.address),
-                    None,
-                    Reason::DirectHub {
-                        hub: hub.name.clone(),
-                    },
-                );
-            }
-        }
-    }
-
-    let fam = match net.overlay {
-        IpNet::V4(_) => "ipv4",
-        IpNet::V6(_) => "ipv6",
-    };
-    let forwarding = if me.role == Role::Hub { "1" } else { "0" };
-    let mut settings = vec![("forwarding", forwarding)];
-    if me.role == Role::Hub && fam == "ipv4" {
-        // Spokes reach each other through the hub on purpose; a redirect
-        // would only tell them to try a path that does not exist.
-        settings.push(("send_redirects", "0"));
-    }
-    for (setting, value) in settings {
-        let key = sysctl_key(fam, &dev, setting);
-        d.reasons.insert(
-            ObjectKey::Sysctl(key.clone()),
-            Reason::Role { role: me.role },
-        );
-        d.state.sysctls.insert(
-            key.clone(),
-            Sysctl {
-                key,
-                value: value.to_string(),
+            ObjectKey::Neigh(p.node.address),
+            Reason::PeerAddress {
+                peer: p.name.clone(),
             },
         );
     }
-    d
+    let metric = route_metric(topo);
+    let route = |dst: IpNet, via: Option<IpAddr>| Route {
+        dev: dev.clone(),
+        dst,
+        metric,
+        via,
+    };
+    match me.role {
+        Role::Hub => add_route(d, route(net.overlay, None), Reason::HubOverlay),
+        Role::Spoke => {
+            let mut hubs = topo.hubs();
+            if let Some(first) = hubs.next() {
+                let why = Reason::ViaHub {
+                    hub: first.name.clone(),
+                };
+                add_route(d, route(net.overlay, Some(first.address)), why);
+            }
+            for hub in hubs {
+                let why = Reason::DirectHub {
+                    hub: hub.name.clone(),
+                };
+                add_route(d, route(IpNet::from(hub.address), None), why);
+            }
+        }
+    }
+    add_settings(d, topo, me, &dev, true);
+}
+
+/// FOU: a listener, and per peer an ipip tunnel with FOU encapsulation,
+/// the node's address on it and a route through it.
+fn fou(
+    topo: &Topology,
+    me: &Node,
+    mtu: u32,
+    network: Reason,
+    peers: &[Direct],
+    underlay: &Underlay,
+    d: &mut Desired,
+) {
+    let net = &topo.network;
+    d.state.fou.insert(
+        net.port,
+        Fou {
+            port: net.port,
+            ipv6: false,
+        },
+    );
+    d.reasons.insert(ObjectKey::Fou(net.port), network.clone());
+    // ipip finds a tunnel by outer addresses only: one peer per remote
+    // address. Whoever holds it now keeps it; then static before learned,
+    // then name order.
+    let mut by_remote: BTreeMap<IpAddr, Vec<&Direct>> = BTreeMap::new();
+    for p in peers {
+        by_remote.entry(p.endpoint.ip()).or_default().push(p);
+    }
+    let mut carried = Vec::new();
+    for (remote, mut group) in by_remote {
+        let holder = underlay.holders.get(&remote);
+        group.sort_by_key(|p| {
+            (
+                Some(p.node.name.as_str()) != holder.map(String::as_str),
+                !matches!(p.why, Reason::StaticEndpoint { .. }),
+                p.node.name.clone(),
+            )
+        });
+        let kept = group[0];
+        for refused in &group[1..] {
+            d.conflicts.push(Conflict {
+                remote,
+                kept: kept.node.name.clone(),
+                refused: refused.node.name.clone(),
+            });
+        }
+        carried.push(kept);
+    }
+    let metric = route_metric(topo);
+    let prefix = match net.overlay {
+        IpNet::V4(_) => 32,
+        IpNet::V6(_) => 128,
+    };
+    let own = IpNet::new(me.address, prefix).unwrap_or(net.overlay);
+    let first_hub = topo.hubs().map(|h| h.name.as_str()).find(|n| *n != me.name);
+    for p in carried {
+        let name = tunnel_name(&net.name, &p.node.name);
+        d.state.tunnels.insert(
+            name.clone(),
+            Tunnel {
+                name: name.clone(),
+                peer: p.node.name.clone(),
+                remote: p.endpoint.ip(),
+                local: None,
+                sport: net.port,
+                dport: p.endpoint.port(),
+                mtu,
+                up: true,
+            },
+        );
+        d.reasons
+            .insert(ObjectKey::Tunnel(name.clone()), p.why.clone());
+        add_address(
+            d,
+            Address {
+                dev: name.clone(),
+                address: own,
+                noprefixroute: true,
+            },
+            me,
+        );
+        // A spoke sends the whole overlay to its first hub; everyone else
+        // is reached on its own tunnel.
+        let (dst, why) = if me.role == Role::Spoke && Some(p.node.name.as_str()) == first_hub {
+            (
+                net.overlay,
+                Reason::ViaHub {
+                    hub: p.node.name.clone(),
+                },
+            )
+        } else {
+            (
+                IpNet::from(p.node.address),
+                Reason::PeerAddress {
+                    peer: p.name.clone(),
+                },
+            )
+        };
+        let r = Route {
+            dev: name.clone(),
+            dst,
+            metric,
+            via: None,
+        };
+        add_route(d, r, why);
+        add_settings(d, topo, me, &name, false);
+    }
+}
+
+/// The tunnel device of `peer` in `network`: `l` + up to 6 characters of
+/// the network + `-` + 7 hex digits of a hash of both names (15 in all).
+pub fn tunnel_name(network: &str, peer: &str) -> String {
+    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in network.bytes().chain([0]).chain(peer.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let short: String = network.chars().take(6).collect();
+    format!("l{short}-{:07x}", h & 0x0fff_ffff)
 }
 
 pub fn sysctl_key(family: &str, dev: &str, setting: &str) -> String {
@@ -243,9 +448,10 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
     if let Some(mtu) = topo.network.mtu {
         return (mtu, format!("mtu {mtu} from the topology"));
     }
-    let overhead = match family {
-        Family::Ipv4 => VXLAN_OVERHEAD_V4,
-        Family::Ipv6 => VXLAN_OVERHEAD_V6,
+    let (overhead, what) = match (topo.network.datapath, family) {
+        (Datapath::Fou, _) => (FOU_OVERHEAD_V4, "fou"),
+        (Datapath::Vxlan, Family::Ipv4) => (VXLAN_OVERHEAD_V4, "vxlan"),
+        (Datapath::Vxlan, Family::Ipv6) => (VXLAN_OVERHEAD_V6, "vxlan"),
     };
     // The path to the first other hub, else to any other declared endpoint.
     let target = topo
@@ -266,7 +472,7 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
             (
                 mtu,
                 format!(
-                    "mtu {mtu} = {dev} {under} - {overhead} (vxlan overhead) on the path to {}",
+                    "mtu {mtu} = {dev} {under} - {overhead} ({what} overhead) on the path to {}",
                     t.ip()
                 ),
             )
@@ -276,7 +482,7 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
             (
                 mtu,
                 format!(
-                    "mtu {mtu} = {FALLBACK_UNDERLAY_MTU} (no underlay route known) - {overhead} (vxlan overhead)"
+                    "mtu {mtu} = {FALLBACK_UNDERLAY_MTU} (no underlay route known) - {overhead} ({what} overhead)"
                 ),
             )
         }

@@ -10,11 +10,12 @@ mod reason;
 pub mod render;
 
 pub use desired::{
-    Desired, FALLBACK_UNDERLAY_MTU, Liveness, ObjectKey, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6,
-    desired, sysctl_key,
+    Conflict, Desired, FALLBACK_UNDERLAY_MTU, FOU_OVERHEAD_V4, Liveness, ObjectKey,
+    VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired, sysctl_key, tunnel_name,
 };
 pub use model::{
-    Address, Family, Fdb, Link, Mac, Neigh, Observed, Route, RouteKey, State, Sysctl, Underlay,
+    AddrKey, Address, Family, Fdb, Fou, Link, Mac, Neigh, Observed, Route, RouteKey, State, Sysctl,
+    Tunnel, Underlay,
 };
 pub use plan::{Action, Object, Plan, PlanError, Step, Summary, plan};
 pub use reason::Reason;

@@ -106,6 +106,38 @@ impl Link {
     }
 }
 
+/// An ipip tunnel with FOU encapsulation to one peer (datapath "fou"):
+/// IP in UDP, 28 bytes of overhead, no layer 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    pub name: String,
+    /// The node at the other end (recorded in the device's alias).
+    pub peer: String,
+    pub remote: IpAddr,
+    pub local: Option<IpAddr>,
+    /// UDP source port, pinned to the network's port like VXLAN's.
+    pub sport: u16,
+    /// The peer's UDP port: declared, or its NAT's mapping.
+    pub dport: u16,
+    pub mtu: u32,
+    pub up: bool,
+}
+
+/// A fou listener: UDP on `port` carrying ipip (`ip fou add port P ipproto 4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Fou {
+    pub port: u16,
+    pub ipv6: bool,
+}
+
+/// An address is identified by its device and prefix: with datapath "fou"
+/// the node's address sits on every tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct AddrKey {
+    pub dev: String,
+    pub address: IpNet,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Address {
     pub dev: String,
@@ -148,6 +180,15 @@ pub struct Route {
     pub via: Option<IpAddr>,
 }
 
+impl Address {
+    pub fn key(&self) -> AddrKey {
+        AddrKey {
+            dev: self.dev.clone(),
+            address: self.address,
+        }
+    }
+}
+
 impl Route {
     pub fn key(&self) -> RouteKey {
         RouteKey {
@@ -188,7 +229,9 @@ impl Sysctl {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub link: Option<Link>,
-    pub addresses: BTreeMap<IpNet, Address>,
+    pub tunnels: BTreeMap<String, Tunnel>,
+    pub fou: BTreeMap<u16, Fou>,
+    pub addresses: BTreeMap<AddrKey, Address>,
     pub fdb: BTreeMap<Mac, Fdb>,
     pub neighbours: BTreeMap<IpAddr, Neigh>,
     pub routes: BTreeMap<RouteKey, Route>,
@@ -199,6 +242,8 @@ impl State {
     /// Number of objects, the link included.
     pub fn len(&self) -> usize {
         usize::from(self.link.is_some())
+            + self.tunnels.len()
+            + self.fou.len()
             + self.addresses.len()
             + self.fdb.len()
             + self.neighbours.len()
@@ -219,6 +264,9 @@ pub struct Observed {
     pub state: State,
     /// A device with lvn's device name that lvn did not create.
     pub foreign_link: Option<String>,
+    /// Every other device by name, with what it is: lvn must not take a
+    /// name that is in use.
+    pub other_links: BTreeMap<String, String>,
     /// Routes in the main table that are not lvn's, by key, with their owner.
     pub foreign_routes: BTreeMap<RouteKey, String>,
     /// Non-permanent neighbour entries the kernel made on lvn's device.
@@ -235,6 +283,10 @@ pub struct Underlay {
     pub routes: Vec<(IpNet, u32)>,
     /// Devices by index: name and MTU.
     pub links: BTreeMap<u32, (String, u32)>,
+    /// Datapath "fou": which peer's tunnel holds each remote address now.
+    /// ipip finds tunnels by outer addresses only, so one remote address
+    /// carries one peer; the holder keeps it (no thrashing).
+    pub holders: BTreeMap<IpAddr, String>,
 }
 
 impl Underlay {
@@ -292,6 +344,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            holders: BTreeMap::new(),
         };
         assert_eq!(
             u.device_to("198.51.100.1".parse().unwrap(), "lvn-x"),

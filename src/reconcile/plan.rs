@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    Address, Desired, Fdb, Link, Neigh, ObjectKey, Observed, Reason, Route, State, Sysctl,
+    Address, Desired, Fdb, Fou, Link, Neigh, ObjectKey, Observed, Reason, Route, State, Sysctl,
+    Tunnel,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,6 +24,8 @@ pub enum Action {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Object {
     Link(Link),
+    Tunnel(Tunnel),
+    Fou(Fou),
     Address(Address),
     Fdb(Fdb),
     Neigh(Neigh),
@@ -34,6 +37,8 @@ impl Object {
     pub fn kind(&self) -> &'static str {
         match self {
             Object::Link(_) => "link",
+            Object::Tunnel(_) => "tunnel",
+            Object::Fou(_) => "fou",
             Object::Address(_) => "address",
             Object::Fdb(_) => "fdb",
             Object::Neigh(_) => "neigh",
@@ -114,6 +119,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
             what: what.clone(),
         });
     }
+    if let Some((name, what)) = want
+        .tunnels
+        .keys()
+        .find_map(|n| observed.other_links.get_key_value(n))
+    {
+        return Err(PlanError::ForeignLink {
+            name: name.clone(),
+            what: what.clone(),
+        });
+    }
     if let Some((key, owner)) = want
         .routes
         .keys()
@@ -144,26 +159,43 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
             s.replace = w.replace_fields(h);
             Some(s)
         }
-        (None, Some(h)) => {
-            // Everything lvn owns lives on its device and goes with it.
+        (None, Some(h)) if want.is_empty() => {
+            // Everything lvn owns lives on its devices and goes with them.
             steps.push(step(
                 Action::Remove,
                 Object::Link(h.clone()),
                 None,
                 Reason::Teardown,
             ));
+            teardown_rest(have, &mut steps);
+            return Ok(Plan { steps });
+        }
+        (None, Some(h)) => Some(step(
+            Action::Remove,
+            Object::Link(h.clone()),
+            None,
+            Reason::NotDeclared,
+        )),
+        (None, None) if want.is_empty() => {
+            teardown_rest(have, &mut steps);
             return Ok(Plan { steps });
         }
         _ => None,
     };
     // A new or re-created device starts empty, with the kernel's defaults.
+    let fresh_link =
+        matches!(&link_step, Some(s) if s.action == Action::Add || !s.replace.is_empty());
+    let new_tunnels: Vec<&String> = want
+        .tunnels
+        .keys()
+        .filter(|n| !have.tunnels.contains_key(*n))
+        .collect();
     let fresh;
-    let have = match &link_step {
-        Some(s) if s.action == Action::Add || !s.replace.is_empty() => {
-            fresh = fresh_state(want, observed);
-            &fresh
-        }
-        _ => have,
+    let have = if fresh_link || !new_tunnels.is_empty() {
+        fresh = fresh_state(want, observed, fresh_link, &new_tunnels);
+        &fresh
+    } else {
+        have
     };
 
     let mut removes = Vec::new();
@@ -198,7 +230,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
     diff(
         &want.addresses,
         &have.addresses,
-        |k| ObjectKey::Address(*k),
+        |k| ObjectKey::Address(k.clone()),
         Object::Address,
         desired,
         &mut removes,
@@ -213,9 +245,40 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
         &mut removes,
         &mut adds,
     );
+    diff(
+        &want.tunnels,
+        &have.tunnels,
+        |k| ObjectKey::Tunnel(k.clone()),
+        Object::Tunnel,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
+    diff(
+        &want.fou,
+        &have.fou,
+        |k| ObjectKey::Fou(*k),
+        Object::Fou,
+        desired,
+        &mut removes,
+        &mut adds,
+    );
     // Sysctls are settings, never removed: a device setting lvn stopped
-    // caring about stays as it is.
-    removes.retain(|s: &Step| !matches!(s.object, Object::Sysctl(_)));
+    // caring about stays as it is. Addresses and routes on a tunnel that
+    // goes, go with it.
+    let gone: Vec<String> = removes
+        .iter()
+        .filter_map(|s| match &s.object {
+            Object::Tunnel(t) => Some(t.name.clone()),
+            _ => None,
+        })
+        .collect();
+    removes.retain(|s: &Step| match &s.object {
+        Object::Sysctl(_) => false,
+        Object::Address(a) => !gone.contains(&a.dev),
+        Object::Route(r) => !gone.contains(&r.dev),
+        _ => true,
+    });
 
     steps.extend(removes);
     steps.extend(link_step);
@@ -238,37 +301,78 @@ fn step(action: Action, object: Object, old: Option<Object>, reason: Reason) -> 
 /// neighbours after the FDB entries they resolve through.
 fn apply_order(o: &Object) -> u8 {
     match o {
-        Object::Link(_) => 0,
-        Object::Address(_) => 1,
-        Object::Sysctl(_) => 2,
-        Object::Fdb(_) => 3,
-        Object::Neigh(_) => 4,
-        Object::Route(_) => 5,
+        Object::Fou(_) | Object::Link(_) => 0,
+        Object::Tunnel(_) => 1,
+        Object::Address(_) => 2,
+        Object::Sysctl(_) => 3,
+        Object::Fdb(_) => 4,
+        Object::Neigh(_) => 5,
+        Object::Route(_) => 6,
     }
 }
 
-/// The state of a device that is about to be created: nothing on it, and
-/// the kernel's default settings.
-fn fresh_state(want: &State, observed: &Observed) -> State {
-    let sysctls = want
-        .sysctls
-        .iter()
-        .filter_map(|(k, s)| {
-            let setting = k.rsplit('.').next()?;
-            let value = observed.sysctl_defaults.get(setting)?;
-            Some((
+/// Down: every tunnel and listener goes (addresses and routes on the
+/// tunnels go with them).
+fn teardown_rest(have: &State, steps: &mut Vec<Step>) {
+    for t in have.tunnels.values() {
+        steps.push(step(
+            Action::Remove,
+            Object::Tunnel(t.clone()),
+            None,
+            Reason::Teardown,
+        ));
+    }
+    for f in have.fou.values() {
+        steps.push(step(
+            Action::Remove,
+            Object::Fou(*f),
+            None,
+            Reason::Teardown,
+        ));
+    }
+}
+
+/// What the kernel will hold once the devices about to be created exist:
+/// nothing on them, and the kernel's default settings. A re-created VXLAN
+/// device loses everything on it; tunnels and listeners are other devices.
+fn fresh_state(
+    want: &State,
+    observed: &Observed,
+    fresh_link: bool,
+    new_tunnels: &[&String],
+) -> State {
+    let mut s = if fresh_link {
+        State {
+            tunnels: observed.state.tunnels.clone(),
+            fou: observed.state.fou.clone(),
+            ..State::default()
+        }
+    } else {
+        observed.state.clone()
+    };
+    let link = want
+        .link
+        .as_ref()
+        .map(|l| l.name.as_str())
+        .filter(|_| fresh_link);
+    for (k, x) in &want.sysctls {
+        // net.<family>.conf.<dev>.<setting>
+        let Some((rest, setting)) = k.rsplit_once('.') else {
+            continue;
+        };
+        let on_new = link.is_some_and(|l| rest.ends_with(&format!(".{l}")))
+            || new_tunnels.iter().any(|t| rest.ends_with(&format!(".{t}")));
+        if let (true, Some(value)) = (on_new, observed.sysctl_defaults.get(setting)) {
+            s.sysctls.insert(
                 k.clone(),
                 Sysctl {
-                    key: s.key.clone(),
+                    key: x.key.clone(),
                     value: value.clone(),
                 },
-            ))
-        })
-        .collect();
-    State {
-        sysctls,
-        ..State::default()
+            );
+        }
     }
+    s
 }
 
 fn diff<K: Ord, V: Clone + PartialEq>(

@@ -7,7 +7,8 @@ use std::fmt;
 use serde_json::{Value, json};
 
 use super::{
-    Action, Address, Fdb, Link, Neigh, Object, Plan, ROUTE_PROTOCOL, Route, State, Step, Sysctl,
+    Action, Address, Fdb, Fou, Link, Neigh, Object, Plan, ROUTE_PROTOCOL, Route, State, Step,
+    Sysctl, Tunnel,
 };
 
 impl fmt::Display for Link {
@@ -35,6 +36,35 @@ impl fmt::Display for Link {
                 " nolearning"
             },
             if self.up { " up" } else { " down" },
+        )
+    }
+}
+
+impl fmt::Display for Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ipip remote {} local {} encap fou sport {} dport {} mtu {} {} (peer {})",
+            self.name,
+            self.remote,
+            self.local
+                .map_or_else(|| "any".to_string(), |l| l.to_string()),
+            self.sport,
+            self.dport,
+            self.mtu,
+            if self.up { "up" } else { "down" },
+            self.peer
+        )
+    }
+}
+
+impl fmt::Display for Fou {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "port {} ipproto 4 {}",
+            self.port,
+            if self.ipv6 { "ipv6" } else { "ipv4" }
         )
     }
 }
@@ -93,6 +123,8 @@ impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Object::Link(o) => o.fmt(f),
+            Object::Tunnel(o) => o.fmt(f),
+            Object::Fou(o) => o.fmt(f),
             Object::Address(o) => o.fmt(f),
             Object::Fdb(o) => o.fmt(f),
             Object::Neigh(o) => o.fmt(f),
@@ -161,6 +193,11 @@ impl fmt::Display for Step {
             (_, Some(Object::Sysctl(old))) => write!(f, "  [was {}]", old.value)?,
             (_, Some(Object::Fdb(old))) => write!(f, "  [was dst {} port {}]", old.dst, old.port)?,
             (_, Some(Object::Neigh(old))) => write!(f, "  [was lladdr {}]", old.mac)?,
+            (_, Some(Object::Tunnel(old))) => write!(
+                f,
+                "  [was remote {} dport {} mtu {}]",
+                old.remote, old.dport, old.mtu
+            )?,
             (_, Some(old)) => write!(f, "  [was {old}]")?,
             _ => {}
         }
@@ -225,6 +262,8 @@ pub fn state_lines(s: &State) -> String {
     if let Some(l) = &s.link {
         line("link", l);
     }
+    s.fou.values().for_each(|o| line("fou", o));
+    s.tunnels.values().for_each(|o| line("tunnel", o));
     s.addresses.values().for_each(|o| line("address", o));
     s.sysctls.values().for_each(|o| line("sysctl", o));
     s.fdb.values().for_each(|o| line("fdb", o));

@@ -11,11 +11,14 @@ use std::{
 use futures::{StreamExt, stream};
 use ipnet::IpNet;
 use rtnetlink::{
-    LinkUnspec, LinkVxlan,
+    LinkIpIp, LinkUnspec, LinkVxlan,
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags, AddressMessage},
-        link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        link::{
+            InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+            LinkMessage, TunnelEncapType,
+        },
         neighbour::{
             NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
         },
@@ -28,32 +31,39 @@ use rtnetlink::{
 
 use super::{
     ApplyReport, Datapath, DatapathError, Scope,
+    fou_genl::{FouClient, FouError, FouListener},
     netlink::{IN_FLIGHT, Mode, Netlink},
     owner_alias,
 };
-use crate::reconcile::{
-    Action, Address, Family, Fdb, Link, Mac, Neigh, Object, Observed, Plan, ROUTE_PROTOCOL, Route,
-    RouteKey, Step, Sysctl, sysctl_key,
+use crate::{
+    config,
+    reconcile::{
+        Action, Address, Family, Fdb, Fou, Link, Mac, Neigh, Object, Observed, Plan,
+        ROUTE_PROTOCOL, Route, RouteKey, Step, Sysctl, Tunnel, sysctl_key,
+    },
 };
 
 /// The real kernel, through rtnetlink and /proc/sys.
-pub struct VxlanKernel {
+pub struct Kernel {
     nl: Netlink,
-    /// Index of lvn's device, by name, as last observed or created.
+    /// Index of lvn's devices, by name, as last observed or created.
     index: BTreeMap<String, u32>,
+    /// Generic netlink "fou", connected when datapath "fou" needs it.
+    fou: Option<FouClient>,
 }
 
-impl VxlanKernel {
+impl Kernel {
     /// Index of lvn's device as last observed or created.
     pub fn ifindex(&self, device: &str) -> Option<u32> {
         self.index.get(device).copied()
     }
 
     /// Connect in the current network namespace (inside a tokio runtime).
-    pub fn connect() -> io::Result<VxlanKernel> {
-        Ok(VxlanKernel {
+    pub fn connect() -> io::Result<Kernel> {
+        Ok(Kernel {
             nl: Netlink::connect()?,
             index: BTreeMap::new(),
+            fou: None,
         })
     }
 }
@@ -80,52 +90,90 @@ fn settings(overlay: &IpNet) -> (&'static str, &'static [&'static str]) {
     }
 }
 
-impl Datapath for VxlanKernel {
+impl Datapath for Kernel {
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
+        if scope.datapath == config::Datapath::Fou {
+            check_fou_support()?;
+        }
         let links = self
             .nl
             .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
             .await
             .map_err(nl_err("listing links"))?;
-        let mut ours = None;
+        let alias = owner_alias(&scope.network);
+        let tunnel_alias = format!("{alias}:");
+        let mut vxlan = None;
+        // Every device lvn owns, by index.
+        let mut owned: BTreeMap<u32, String> = BTreeMap::new();
         for m in links {
             let RouteNetlinkMessage::NewLink(l) = m else {
                 continue;
             };
             let (name, mtu) = link_name_mtu(&l);
+            let index = l.header.index;
+            obs.underlay.links.insert(index, (name.clone(), mtu));
             if name == scope.device {
-                match parse_link(&l, &owner_alias(&scope.network)) {
-                    Ok(link) => ours = Some((l.header.index, link)),
+                match parse_link(&l, &alias) {
+                    Ok(link) => {
+                        vxlan = Some((index, link));
+                        owned.insert(index, name);
+                        continue;
+                    }
                     Err(what) => obs.foreign_link = Some(what),
                 }
+            } else if let Some(peer) = link_alias(&l)
+                .and_then(|a| a.strip_prefix(&tunnel_alias))
+                .map(str::to_string)
+                && let Some(t) = parse_tunnel(&l, &name, &peer)
+            {
+                obs.underlay.holders.insert(t.remote, t.peer.clone());
+                obs.state.tunnels.insert(name.clone(), t);
+                owned.insert(index, name);
+                continue;
             }
-            obs.underlay.links.insert(l.header.index, (name, mtu));
+            obs.other_links.insert(name, link_kind(&l));
         }
+        self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
         let (fam, names) = settings(&scope.overlay);
         for setting in names {
             if let Some(v) = read_sysctl(&format!("/proc/sys/net/{fam}/conf/default/{setting}")) {
                 obs.sysctl_defaults.insert(setting.to_string(), v);
             }
         }
-        if let Some((index, link)) = ours {
-            self.index.insert(scope.device.clone(), index);
+        if let Some((index, link)) = vxlan {
             let port = link.port;
             obs.state.link = Some(link);
             self.observe_entries(scope, index, port, &mut obs).await?;
+        }
+        if !owned.is_empty() {
+            self.observe_addresses(scope, &owned, &mut obs).await?;
+        }
+        for dev in owned.values() {
             for setting in names {
-                let key = sysctl_key(fam, &scope.device, setting);
+                let key = sysctl_key(fam, dev, setting);
                 if let Some(value) = read_sysctl(&Sysctl::proc_path(&key)) {
                     obs.state.sysctls.insert(key.clone(), Sysctl { key, value });
                 }
             }
-        } else {
-            self.index.remove(&scope.device);
         }
-        let our_index = self.index.get(&scope.device).copied();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            self.observe_routes(scope, family, our_index, &mut obs)
-                .await?;
+            self.observe_routes(scope, family, &owned, &mut obs).await?;
+        }
+        if scope.datapath == config::Datapath::Fou {
+            let port = scope.port;
+            for l in self.fou().await?.list().await.map_err(fou_err)? {
+                // The listener on the network's port carrying ipip is lvn's.
+                if l.port == port && l.ipproto == IPPROTO_IPIP {
+                    obs.state.fou.insert(
+                        l.port,
+                        Fou {
+                            port: l.port,
+                            ipv6: l.ipv6,
+                        },
+                    );
+                }
+            }
         }
         Ok(obs)
     }
@@ -138,10 +186,10 @@ impl Datapath for VxlanKernel {
             let phase = phase_of(first);
             let n = rest.iter().take_while(|s| phase_of(s) == phase).count();
             let (batch, tail) = rest.split_at(n);
-            let result = if phase == Phase::Link {
+            let result = if phase == Phase::Device {
                 let mut r = Ok(());
                 for s in batch {
-                    r = self.apply_link(scope, s, &mut report).await;
+                    r = self.apply_device(scope, s, &mut report).await;
                     if r.is_err() {
                         break;
                     }
@@ -166,14 +214,15 @@ impl Datapath for VxlanKernel {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Link,
+    /// The VXLAN device, tunnels and fou listeners: one at a time.
+    Device,
     Entries(bool, u8),
 }
 
 /// Steps of one phase have no order among themselves and run pipelined.
 fn phase_of(s: &Step) -> Phase {
     let order = match s.object {
-        Object::Link(_) => return Phase::Link,
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => return Phase::Device,
         Object::Address(_) => 1,
         Object::Sysctl(_) => 2,
         Object::Fdb(_) => 3,
@@ -181,6 +230,115 @@ fn phase_of(s: &Step) -> Phase {
         Object::Route(_) => 5,
     };
     Phase::Entries(s.action == Action::Remove, order)
+}
+
+/// IP protocol number of IPv4-in-IPv4, what lvn's fou listener carries.
+const IPPROTO_IPIP: u8 = 4;
+
+/// Datapath "fou" needs the kernel's fou and ipip; say plainly what is
+/// missing and how to load it, instead of failing deep inside netlink.
+fn check_fou_support() -> Result<(), DatapathError> {
+    if !std::path::Path::new("/sys/module/ipip").exists() {
+        return Err(DatapathError::Unsupported(
+            "the kernel has no ipip support (/sys/module/ipip is missing): load it with `modprobe ipip`, or use datapath = \"vxlan\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether this kernel can run datapath "fou": ipip and the fou family.
+pub async fn fou_support() -> Result<(), DatapathError> {
+    check_fou_support()?;
+    FouClient::connect().await.map_err(fou_err)?;
+    Ok(())
+}
+
+fn fou_err(e: FouError) -> DatapathError {
+    match e {
+        FouError::Missing => {
+            DatapathError::Unsupported(format!("{e}, or use datapath = \"vxlan\""))
+        }
+        other => DatapathError::Netlink(other.to_string()),
+    }
+}
+
+fn link_alias(l: &LinkMessage) -> Option<&str> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(a) => Some(a.as_str()),
+        _ => None,
+    })
+}
+
+fn link_kind(l: &LinkMessage) -> String {
+    l.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(k) => Some(format!("kind {k:?}").to_lowercase()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .unwrap_or_else(|| "a device".to_string())
+}
+
+/// An ipip device lvn made (its alias names the peer).
+fn parse_tunnel(l: &LinkMessage, name: &str, peer: &str) -> Option<Tunnel> {
+    let (_, mtu) = link_name_mtu(l);
+    let mut t = Tunnel {
+        name: name.to_string(),
+        peer: peer.to_string(),
+        remote: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        local: None,
+        sport: 0,
+        dport: 0,
+        mtu,
+        up: l.header.flags.contains(LinkFlags::Up),
+    };
+    let mut ipip = false;
+    for a in &l.attributes {
+        let LinkAttribute::LinkInfo(infos) = a else {
+            continue;
+        };
+        for i in infos {
+            match i {
+                LinkInfo::Kind(InfoKind::IpIp) => ipip = true,
+                LinkInfo::Data(InfoData::IpTunnel(v)) => {
+                    for x in v {
+                        match x {
+                            InfoIpTunnel::Remote(r) => t.remote = *r,
+                            InfoIpTunnel::Local(l) if !l.is_unspecified() => t.local = Some(*l),
+                            InfoIpTunnel::EncapSPort(p) => t.sport = *p,
+                            InfoIpTunnel::EncapDPort(p) => t.dport = *p,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    ipip.then_some(t)
+}
+
+fn tunnel_message(t: &Tunnel) -> LinkMessage {
+    let remote = match t.remote {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let mut b = LinkIpIp::new(&t.name)
+        .remote(remote)
+        .encap_type(TunnelEncapType::Fou)
+        .encap_sport(t.sport)
+        .encap_dport(t.dport)
+        .mtu(t.mtu);
+    if let Some(IpAddr::V4(l)) = t.local {
+        b = b.local(l);
+    }
+    if t.up {
+        b = b.up();
+    }
+    b.build()
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
@@ -294,30 +452,29 @@ fn mac_of(b: &[u8]) -> Option<Mac> {
     })
 }
 
-impl VxlanKernel {
-    async fn observe_entries(
+impl Kernel {
+    /// The overlay addresses on lvn's devices.
+    async fn observe_addresses(
         &self,
         scope: &Scope,
-        index: u32,
-        port: u16,
+        owned: &BTreeMap<u32, String>,
         obs: &mut Observed,
     ) -> Result<(), DatapathError> {
-        let dev = &scope.device;
         let mut req = AddressMessage::default();
         req.header.family = family_of(&scope.overlay);
-        req.header.index = index;
+
         for m in self
             .nl
             .dump(RouteNetlinkMessage::GetAddress(req))
             .await
-            .map_err(nl_err(format!("listing addresses of {dev}")))?
+            .map_err(nl_err("listing addresses"))?
         {
             let RouteNetlinkMessage::NewAddress(a) = m else {
                 continue;
             };
-            if a.header.index != index {
+            let Some(dev) = owned.get(&a.header.index) else {
                 continue;
-            }
+            };
             let mut ip = None;
             let mut local = None;
             let mut noprefixroute = false;
@@ -341,7 +498,10 @@ impl VxlanKernel {
                 continue;
             };
             obs.state.addresses.insert(
-                address,
+                crate::reconcile::AddrKey {
+                    dev: dev.clone(),
+                    address,
+                },
                 Address {
                     dev: dev.clone(),
                     address,
@@ -350,6 +510,17 @@ impl VxlanKernel {
             );
         }
 
+        Ok(())
+    }
+
+    async fn observe_entries(
+        &self,
+        scope: &Scope,
+        index: u32,
+        port: u16,
+        obs: &mut Observed,
+    ) -> Result<(), DatapathError> {
+        let dev = &scope.device;
         let mut req = NeighbourMessage::default();
         req.header.family = AddressFamily::Bridge;
         req.header.ifindex = index;
@@ -434,7 +605,7 @@ impl VxlanKernel {
         &self,
         scope: &Scope,
         family: AddressFamily,
-        our_index: Option<u32>,
+        owned: &BTreeMap<u32, String>,
         obs: &mut Observed,
     ) -> Result<(), DatapathError> {
         let mut req = RouteMessage::default();
@@ -481,11 +652,12 @@ impl VxlanKernel {
             }
             let key = RouteKey { dst, metric };
             let proto = u8::from(r.header.protocol);
-            if proto == ROUTE_PROTOCOL && oif.is_some() && oif == our_index {
+            let ours = oif.and_then(|o| owned.get(&o));
+            if let (ROUTE_PROTOCOL, Some(dev)) = (proto, ours) {
                 obs.state.routes.insert(
                     key,
                     Route {
-                        dev: scope.device.clone(),
+                        dev: dev.clone(),
                         dst,
                         metric,
                         via,
@@ -518,7 +690,7 @@ fn describe(s: &Step) -> String {
     format!("{verb} {} {}", s.object.kind(), s.object)
 }
 
-impl VxlanKernel {
+impl Kernel {
     fn index_of(&self, dev: &str) -> Result<u32, DatapathError> {
         self.index
             .get(dev)
@@ -544,6 +716,93 @@ impl VxlanKernel {
             }
         }
         self.index_of(name)
+    }
+
+    async fn apply_device(
+        &mut self,
+        scope: &Scope,
+        s: &Step,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        match &s.object {
+            Object::Link(_) => self.apply_link(scope, s, report).await,
+            Object::Tunnel(t) => self.apply_tunnel(scope, s, t, report).await,
+            Object::Fou(f) => {
+                let l = FouListener {
+                    port: f.port,
+                    ipv6: f.ipv6,
+                    ipproto: IPPROTO_IPIP,
+                };
+                report.writes += 1;
+                let fou = self.fou().await?;
+                let r = if s.action == Action::Remove {
+                    fou.del(&l).await
+                } else {
+                    fou.add(&l).await
+                };
+                r.map_err(|e| DatapathError::Netlink(format!("{}: {e}", describe(s))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn apply_tunnel(
+        &mut self,
+        scope: &Scope,
+        s: &Step,
+        t: &Tunnel,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let op = describe(s);
+        report.writes += 1;
+        match s.action {
+            Action::Remove => {
+                let mut m = LinkMessage::default();
+                m.header.index = self.index_of(&t.name)?;
+                self.nl
+                    .ack(RouteNetlinkMessage::DelLink(m), Mode::Plain)
+                    .await
+                    .map_err(nl_err(op))?;
+                self.index.remove(&t.name);
+            }
+            Action::Add => {
+                self.nl
+                    .ack(
+                        RouteNetlinkMessage::NewLink(tunnel_message(t)),
+                        Mode::Create,
+                    )
+                    .await
+                    .map_err(nl_err(op))?;
+                let alias = LinkUnspec::new_with_name(&t.name)
+                    .alias(format!("{}:{}", owner_alias(&scope.network), t.peer))
+                    .build();
+                report.writes += 1;
+                self.nl
+                    .ack(RouteNetlinkMessage::SetLink(alias), Mode::Plain)
+                    .await
+                    .map_err(nl_err(format!("marking tunnel {} as lvn's", t.name)))?;
+                self.lookup_index(&t.name).await?;
+            }
+            Action::Change => {
+                let mut m = tunnel_message(t);
+                m.header.index = self.index_of(&t.name)?;
+                self.nl
+                    .ack(RouteNetlinkMessage::NewLink(m), Mode::Plain)
+                    .await
+                    .map_err(nl_err(op))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fou client, connected on first use.
+    async fn fou(&mut self) -> Result<&FouClient, DatapathError> {
+        if self.fou.is_none() {
+            self.fou = Some(FouClient::connect().await.map_err(fou_err)?);
+        }
+        self.fou
+            .as_ref()
+            .ok_or_else(|| DatapathError::Netlink("fou client".into()))
     }
 
     async fn apply_link(
@@ -653,11 +912,19 @@ impl VxlanKernel {
         batch: &[Step],
         report: &mut ApplyReport,
     ) -> Result<(), DatapathError> {
-        let index = self.index_of(&scope.device)?;
+        let _ = scope;
+        let mut indexed = Vec::with_capacity(batch.len());
+        for s in batch {
+            let index = match object_dev(&s.object) {
+                Some(dev) => self.index_of(dev)?,
+                None => 0,
+            };
+            indexed.push((s, index));
+        }
         let nl = self.nl.clone();
         report.writes += batch.len();
-        let results: Vec<Result<(), DatapathError>> = stream::iter(batch)
-            .map(|s| {
+        let results: Vec<Result<(), DatapathError>> = stream::iter(indexed)
+            .map(|(s, index)| {
                 let nl = nl.clone();
                 async move {
                     write_entry(&nl, index, s)
@@ -676,10 +943,21 @@ impl VxlanKernel {
     }
 }
 
+/// The device an entry lives on.
+fn object_dev(o: &Object) -> Option<&str> {
+    match o {
+        Object::Address(a) => Some(&a.dev),
+        Object::Fdb(f) => Some(&f.dev),
+        Object::Neigh(n) => Some(&n.dev),
+        Object::Route(r) => Some(&r.dev),
+        _ => None,
+    }
+}
+
 async fn write_entry(nl: &Netlink, index: u32, s: &Step) -> io::Result<()> {
     let remove = s.action == Action::Remove;
     match &s.object {
-        Object::Link(_) => Ok(()),
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => Ok(()),
         Object::Sysctl(x) => {
             let path = Sysctl::proc_path(&x.key);
             tokio::fs::write(&path, format!("{}\n", x.value)).await
