@@ -321,6 +321,13 @@ fn parse_tunnel(l: &LinkMessage, name: &str, peer: &str) -> Option<Tunnel> {
     ipip.then_some(t)
 }
 
+/// A change addresses the device by index. Kernels before 6.2 refuse
+/// IFLA_IFNAME on an up device with EBUSY, even when the name is the same.
+fn without_name(m: &mut LinkMessage) {
+    m.attributes
+        .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
+}
+
 fn tunnel_message(t: &Tunnel) -> LinkMessage {
     let remote = match t.remote {
         IpAddr::V4(v4) => v4,
@@ -786,6 +793,7 @@ impl Kernel {
             Action::Change => {
                 let mut m = tunnel_message(t);
                 m.header.index = self.index_of(&t.name)?;
+                without_name(&mut m);
                 self.nl
                     .ack(RouteNetlinkMessage::NewLink(m), Mode::Plain)
                     .await
@@ -886,6 +894,7 @@ impl Kernel {
                     };
                     let mut m = b.build();
                     m.header.index = index;
+                    without_name(&mut m);
                     report.writes += 1;
                     self.nl
                         .ack(RouteNetlinkMessage::NewLink(m), Mode::Plain)
