@@ -18,7 +18,7 @@ use crate::{
 #[derive(Parser, Debug)]
 #[command(
     name = "lvn",
-    version,
+    version = env!("LVN_VERSION"),
     about = "Lite Virtual Network: a declarative overlay on the kernel's own VXLAN"
 )]
 pub struct Cli {
@@ -37,6 +37,9 @@ pub struct Cli {
     /// This node's private key (auth = "keys").
     #[arg(long, global = true, env = "LVN_KEY_FILE", default_value = daemon::DEFAULT_KEY_FILE)]
     key_file: PathBuf,
+    /// Log format on stderr: "human" or "json" (one object per line, for collectors).
+    #[arg(long, global = true, env = "LVN_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,7 +79,14 @@ enum Command {
         /// Re-read the kernel at least this often, for drift repair.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         resync: std::time::Duration,
+        /// Serve Prometheus/OpenMetrics text on ADDR (e.g. 127.0.0.1:9477), path /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Ask the running daemon for its peers and their state.
     Status {
         /// Machine-readable output.
@@ -91,7 +101,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format == "json");
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -101,15 +111,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LVN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        fmt.json().flatten_event(true).try_init()
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -124,7 +137,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", key.public());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { resync } => {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "lvn", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { resync, metrics } => {
             let Some(ctx) = Session::load(&cli)? else {
                 return Ok(ExitCode::from(1));
             };
@@ -135,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir: cli.state_dir.clone(),
                 run_dir: cli.run_dir.clone(),
                 resync,
+                metrics,
             };
             runtime()?.block_on(daemon::run(opts))?;
             Ok(ExitCode::SUCCESS)

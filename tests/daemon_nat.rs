@@ -543,3 +543,150 @@ fn a_kubernetes_configmap_symlink_swap_is_reloaded() {
     let link = sh(&["ip", "-n", &f.n.hub, "link", "show", "lvn-lab"]);
     assert!(link.contains("mtu 1400"), "{link}");
 }
+
+/// The metrics endpoint of a hub, fetched from inside its namespace.
+fn scrape(ns: &str, port: u16) -> String {
+    let script = format!(
+        "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode(), end='')\n"
+    );
+    sh(&["ip", "netns", "exec", ns, "python3", "-c", &script])
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
+}
+
+#[test]
+fn metrics_match_what_happened_and_pass_promtool() {
+    let f = Fleet::new("metrics", &topology("", ""));
+    let hub = f.start_with(
+        &f.n.hub.clone(),
+        "hub1",
+        &f.cfg.clone(),
+        &["--metrics", "127.0.0.1:9477"],
+    );
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _c = f.start(&f.n.c.clone(), "c");
+    f.wait_peer("a", "up");
+    f.wait_peer("c", "up");
+    // Something to reject: a VXLAN packet (VNI 77) carrying a keepalive
+    // frame whose payload is cut short, from c's network.
+    replay(
+        &f.n.c,
+        "0800000000004d00024c64400001024c6440030288b54c564e3100",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let text = scrape(&f.n.hub, 9477);
+    let file = f.n.lab.dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let out = run(&[
+        "sh",
+        "-c",
+        &format!("promtool check metrics < {}", file.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let node = "lvn_peers{node=\"hub1\",network=\"lab\",state=";
+    assert_eq!(metric(&text, &format!("{node}\"up\"}}")), 2.0, "{text}");
+    assert_eq!(
+        metric(&text, &format!("{node}\"waiting\"}}")),
+        0.0,
+        "{text}"
+    );
+    // Two learned peers: two fdb entries and two neighbours added, two
+    // endpoint changes.
+    let added = |kind: &str| {
+        metric(
+            &text,
+            &format!(
+                "lvn_changes_applied_total{{node=\"hub1\",network=\"lab\",kind=\"{kind}\",action=\"add\"}}"
+            ),
+        )
+    };
+    assert_eq!(added("fdb"), 2.0, "{text}");
+    assert_eq!(added("neigh"), 2.0, "{text}");
+    assert_eq!(metric(&text, "lvn_endpoint_changes_total{"), 2.0, "{text}");
+    assert!(
+        metric(
+            &text,
+            "lvn_reconcile_runs_total{node=\"hub1\",network=\"lab\",result=\"ok\"}"
+        ) >= 3.0
+    );
+    // The counters agree with the daemon's own status.
+    let s = f.status("hub1").unwrap();
+    let accepted = metric(&text, "lvn_keepalives_accepted_total{");
+    assert!(
+        accepted >= 2.0 && accepted <= s["counters"]["accepted"].as_f64().unwrap(),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "lvn_keepalives_rejected_total{node=\"hub1\",network=\"lab\",reason=\"malformed\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    let hash = sh(&["sha256sum", &f.cfg.to_string_lossy()]);
+    let hash = hash.split_whitespace().next().unwrap();
+    assert!(text.contains(&format!("sha256=\"{hash}\"}} 1")), "{text}");
+    drop(hub);
+}
+
+#[test]
+fn json_logs_carry_one_change_per_line_with_its_reason() {
+    let f = Fleet::new("json", &topology("", ""));
+    let cfg = f.cfg.to_string_lossy().into_owned();
+    let (state, runs) = (f.dir("hub1", "state"), f.dir("hub1", "run"));
+    let hub = f.n.spawn_env(
+        &f.n.hub.clone(),
+        "hub1",
+        &[
+            lvn_bin(),
+            "run",
+            "--config",
+            &cfg,
+            "--node",
+            "hub1",
+            "--state-dir",
+            &state,
+            "--run-dir",
+            &runs,
+            "--log-format",
+            "json",
+        ],
+        &[("LVN_LOG", "info")],
+    );
+    let _a = f.start(&f.n.a.clone(), "a");
+    f.wait_peer("a", "up");
+    let log = hub.output();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let fdb = lines
+        .iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("+ fdb"))
+        })
+        .unwrap_or_else(|| panic!("no fdb line: {log}"));
+    assert!(
+        fdb["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(a: learned endpoint)"),
+        "{fdb}"
+    );
+    assert_eq!(fdb["level"], "INFO");
+}

@@ -3,6 +3,7 @@
 //! pure probe state machines and the planner; the only effects are netlink
 //! writes, the probe's two sockets, the state file and the status socket.
 
+mod metrics;
 mod state;
 mod status;
 mod watch;
@@ -57,6 +58,7 @@ pub struct Options {
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
     pub resync: Duration,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 enum Probe {
@@ -70,6 +72,7 @@ enum Event {
     Tick,
     Reload(&'static str),
     Status(std::io::Result<tokio::net::UnixStream>),
+    Metrics(std::io::Result<tokio::net::TcpStream>),
     Stop(&'static str),
 }
 
@@ -86,6 +89,9 @@ struct Daemon {
     counters: BTreeMap<String, u64>,
     /// Peers the datapath cannot carry (fou: one per public address).
     conflicts: Vec<reconcile::Conflict>,
+    metrics: metrics::Metrics,
+    /// READY=1 sent to systemd (after the first successful reconcile).
+    ready: bool,
     next_resync: Instant,
     retry_at: Option<Instant>,
     next_expiry_check: Instant,
@@ -121,6 +127,8 @@ pub async fn run(opts: Options) -> Result<()> {
         expired: BTreeMap::new(),
         counters: BTreeMap::new(),
         conflicts: Vec::new(),
+        metrics: metrics::Metrics::default(),
+        ready: false,
         next_resync: now,
         retry_at: None,
         next_expiry_check: now,
@@ -134,6 +142,15 @@ pub async fn run(opts: Options) -> Result<()> {
     let listener = UnixListener::bind(&sock_path)
         .with_context(|| format!("listening on {}", sock_path.display()))?;
 
+    d.metrics.config_hash = metrics::file_hash(&d.opts.config);
+    let metrics_listener = match d.opts.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch::watch(&d.opts.config, reload_tx.clone())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -158,12 +175,14 @@ pub async fn run(opts: Options) -> Result<()> {
             Some(why) = reload_rx.recv() => Event::Reload(why),
             _ = hup.recv() => Event::Reload("SIGHUP"),
             r = listener.accept() => Event::Status(r.map(|(s, _)| s)),
+            r = metrics::accept(&metrics_listener) => Event::Metrics(r),
             _ = term.recv() => Event::Stop("SIGTERM"),
             _ = int.recv() => Event::Stop("SIGINT"),
         };
         match ev {
             Event::Stop(sig) => {
                 info!("{sig}: saving state and exiting; the kernel state stays");
+                metrics::sd_notify("STOPPING=1");
                 d.save();
                 let _ = std::fs::remove_file(&sock_path);
                 return Ok(());
@@ -327,8 +346,26 @@ impl Daemon {
         t.max(now)
     }
 
-    /// Observe, plan, apply. Each change applied is one log line.
+    /// Observe, plan, apply, counting runs, time and changes.
     async fn reconcile(&mut self, why: &str) -> Result<()> {
+        let started = Instant::now();
+        let r = self.reconcile_once(why).await;
+        self.metrics.reconcile_seconds_sum += started.elapsed().as_secs_f64();
+        match &r {
+            Ok(()) => {
+                self.metrics.reconcile_ok += 1;
+                if !self.ready {
+                    self.ready = true;
+                    metrics::sd_notify("READY=1\nSTATUS=reconciled");
+                }
+            }
+            Err(_) => self.metrics.reconcile_failed += 1,
+        }
+        r
+    }
+
+    /// Observe, plan, apply. Each change applied is one log line.
+    async fn reconcile_once(&mut self, why: &str) -> Result<()> {
         let scope = self.scope();
         let me = self.topo.node(&self.opts.node)?.clone();
         let observed = self.dp.observe(&scope).await?;
@@ -351,6 +388,15 @@ impl Daemon {
             Ok(report) => {
                 for s in &report.done {
                     info!("{s}");
+                    let action = serde_json::to_value(s.action)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    *self
+                        .metrics
+                        .changes
+                        .entry((s.object.kind().to_string(), action))
+                        .or_default() += 1;
                 }
                 info!(
                     "reconcile ({why}): {} changes, {} kernel writes",
@@ -428,6 +474,11 @@ impl Daemon {
             Event::Reload(why) => self.reload(why).await,
             Event::Status(Ok(stream)) => self.serve_status(stream).await,
             Event::Status(Err(e)) => warn!("status socket: {e}"),
+            Event::Metrics(Ok(stream)) => {
+                let text = metrics::render(&self.metrics, &self.status());
+                metrics::serve(stream, move || text).await;
+            }
+            Event::Metrics(Err(e)) => warn!("metrics socket: {e}"),
             Event::Stop(_) => {}
         }
     }
@@ -619,6 +670,8 @@ impl Daemon {
         self.expired.retain(|n, _| self.topo.nodes.contains_key(n));
         self.count("reloads_ok");
         info!("reload ({why}): applying the new topology");
+        metrics::sd_notify("RELOADING=1");
+        self.metrics.config_hash = metrics::file_hash(&self.opts.config);
         if device_changed {
             self.overlay = None;
             self.underlay = None;
@@ -626,6 +679,7 @@ impl Daemon {
         if let Err(e) = self.reconcile("reload").await {
             error!("reconcile after reload: {e:#}");
         }
+        metrics::sd_notify("READY=1");
         self.open_sockets();
     }
 
