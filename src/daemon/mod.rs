@@ -47,6 +47,11 @@ pub const DEFAULT_KEY_FILE: &str = "/etc/lvn/private.key";
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 /// How often a hub looks for expired peers.
 const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+/// How long a hub collects newly learned endpoints before installing them
+/// in one reconcile (a mass join costs one reconcile, not one per spoke).
+const LEARN_BATCH: Duration = Duration::from_millis(3);
+/// Keepalives read per wake-up at most, before other events get a turn.
+const SIGHTINGS_PER_WAKEUP: usize = 256;
 /// Back-off after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -90,6 +95,12 @@ struct Daemon {
     /// Peers the datapath cannot carry (fou: one per public address).
     conflicts: Vec<reconcile::Conflict>,
     metrics: metrics::Metrics,
+    /// Answers waiting for the reconcile that installs their endpoints.
+    pending_answers: Vec<(std::net::IpAddr, Vec<u8>)>,
+    /// When to run that reconcile.
+    learn_at: Option<Instant>,
+    /// Something worth saving (counters, endpoints) changed since the last save.
+    dirty: bool,
     /// READY=1 sent to systemd (after the first successful reconcile).
     ready: bool,
     next_resync: Instant,
@@ -128,6 +139,9 @@ pub async fn run(opts: Options) -> Result<()> {
         counters: BTreeMap::new(),
         conflicts: Vec::new(),
         metrics: metrics::Metrics::default(),
+        pending_answers: Vec::new(),
+        learn_at: None,
+        dirty: false,
         ready: false,
         next_resync: now,
         retry_at: None,
@@ -215,10 +229,11 @@ enum Overlay {
 }
 
 impl Overlay {
-    fn send(&self, to: &config::Node, payload: &[u8]) -> std::io::Result<()> {
+    /// Send to the node with overlay address `to`.
+    fn send(&self, to: std::net::IpAddr, payload: &[u8]) -> std::io::Result<()> {
         match self {
-            Overlay::Packet(p) => p.send(Mac::for_overlay(to.address), payload),
-            Overlay::Udp(u) => u.send(to.address, payload),
+            Overlay::Packet(p) => p.send(Mac::for_overlay(to), payload),
+            Overlay::Udp(u) => u.send(to, payload),
         }
     }
 
@@ -308,8 +323,14 @@ fn build_probe(
 }
 
 impl Daemon {
+    /// Count an event; allocates only the first time a key is seen.
     fn count(&mut self, key: &str) {
-        *self.counters.entry(key.to_string()).or_default() += 1;
+        match self.counters.get_mut(key) {
+            Some(v) => *v += 1,
+            None => {
+                self.counters.insert(key.to_string(), 1);
+            }
+        }
     }
 
     fn scope(&self) -> Scope {
@@ -337,6 +358,9 @@ impl Daemon {
         let mut t = self.next_resync;
         if let Some(r) = self.retry_at {
             t = t.min(r);
+        }
+        if let Some(l) = self.learn_at {
+            t = t.min(l);
         }
         match &self.probe {
             Probe::Spoke(s) if self.overlay.is_some() => t = t.min(s.next_due(now)),
@@ -464,7 +488,18 @@ impl Daemon {
 
     async fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Sighting(Ok(s)) => self.on_sighting(s).await,
+            Event::Sighting(Ok(s)) => {
+                self.on_sighting(s);
+                // Take what else queued up while we were busy, without
+                // another trip through the event loop.
+                for _ in 0..SIGHTINGS_PER_WAKEUP {
+                    let Some(more) = self.underlay.as_ref().and_then(UnderlaySocket::try_recv)
+                    else {
+                        break;
+                    };
+                    self.on_sighting(more);
+                }
+            }
             Event::Frame(Ok(f)) => self.on_frame(f),
             Event::Sighting(Err(e)) | Event::Frame(Err(e)) => {
                 warn!("keepalive socket: {e}");
@@ -483,15 +518,15 @@ impl Daemon {
         }
     }
 
-    async fn on_sighting(&mut self, s: crate::probe::io::Sighting) {
+    /// A keepalive seen on the underlay. A new or moved endpoint is
+    /// installed by one reconcile for the whole burst (`LEARN_BATCH` later),
+    /// and its answer waits for that; an unchanged one is answered now.
+    fn on_sighting(&mut self, s: crate::probe::io::Sighting) {
         let Probe::Hub(hub) = &mut self.probe else {
             return;
         };
-        self.counters
-            .entry("received".into())
-            .and_modify(|c| *c += 1)
-            .or_insert(1);
         let outcome = hub.on_keepalive(&s.payload, s.from, Instant::now(), wall_ns());
+        self.count("received");
         match outcome {
             Outcome::Rejected(r) => {
                 debug!(from = %s.from, "keepalive rejected: {r}");
@@ -503,12 +538,12 @@ impl Daemon {
                 answer,
                 to,
             } => {
-                let Some(node) = self.topo.nodes.get(&peer).cloned() else {
+                let Some(address) = self.topo.nodes.get(&peer).map(|n| n.address) else {
                     return;
                 };
                 let inner_ok = match s.inner {
                     Inner::Mac(m) => m == to,
-                    Inner::Ip(ip) => ip == node.address,
+                    Inner::Ip(ip) => ip == address,
                 };
                 if !inner_ok {
                     // The inner packet must come from the node it names.
@@ -516,23 +551,40 @@ impl Daemon {
                     return;
                 }
                 self.count("accepted");
+                self.dirty = true;
                 if changed {
                     info!(peer = %peer, endpoint = %s.from, "learned endpoint");
                     self.count("endpoint_changes");
                     self.expired.remove(&peer);
-                    if let Err(e) = self.reconcile("learned endpoint").await {
-                        error!("reconcile after learning {peer}: {e:#}");
-                    }
-                    self.save();
-                }
-                if let Some(o) = &self.overlay {
-                    match o.send(&node, &answer) {
-                        Ok(()) => self.count("sent"),
-                        Err(e) => debug!("answer to {peer}: {e}"),
-                    }
+                    self.pending_answers.push((address, answer));
+                    self.learn_at
+                        .get_or_insert_with(|| Instant::now() + LEARN_BATCH);
+                } else {
+                    self.answer(address, &answer);
                 }
             }
         }
+    }
+
+    fn answer(&mut self, to: std::net::IpAddr, answer: &[u8]) {
+        if let Some(o) = &self.overlay {
+            match o.send(to, answer) {
+                Ok(()) => self.count("sent"),
+                Err(e) => debug!("answer to {to}: {e}"),
+            }
+        }
+    }
+
+    /// Install what the last burst of keepalives taught, then answer them.
+    async fn learn(&mut self) {
+        self.learn_at = None;
+        if let Err(e) = self.reconcile("learned endpoint").await {
+            error!("reconcile after learning endpoints: {e:#}");
+        }
+        for (to, answer) in std::mem::take(&mut self.pending_answers) {
+            self.answer(to, &answer);
+        }
+        self.save();
     }
 
     fn on_frame(&mut self, payload: Vec<u8>) {
@@ -552,6 +604,14 @@ impl Daemon {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.learn_at.is_some_and(|t| now >= t) {
+            self.learn().await;
+        }
+        if now >= self.next_resync && self.dirty {
+            // Replay counters reach the disk at least every resync, so a
+            // crash loses little.
+            self.save();
+        }
         if self.retry_at.is_some_and(|t| now >= t) || now >= self.next_resync {
             if let Err(e) = self.reconcile("resync").await {
                 error!("reconcile: {e:#}");
@@ -569,7 +629,7 @@ impl Daemon {
                             .hubs()
                             .find(|h| Mac::for_overlay(h.address) == mac);
                         let Some(hub) = hub else { continue };
-                        match o.send(hub, &payload) {
+                        match o.send(hub.address, &payload) {
                             Ok(()) => sent += 1,
                             Err(e) => debug!("keepalive to {}: {e}", hub.name),
                         }
@@ -799,9 +859,10 @@ impl Daemon {
         s
     }
 
-    fn save(&self) {
-        if let Err(e) = state::save(&self.opts.state_dir, &self.saved()) {
-            error!("saving state in {}: {e}", self.opts.state_dir.display());
+    fn save(&mut self) {
+        match state::save(&self.opts.state_dir, &self.saved()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => error!("saving state in {}: {e}", self.opts.state_dir.display()),
         }
     }
 

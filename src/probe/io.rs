@@ -223,6 +223,9 @@ pub struct UnderlaySocket {
     encap: Encap,
 }
 
+/// Receive buffer of the hub's underlay socket.
+const UNDERLAY_RX_BUFFER: libc::c_int = 4 << 20;
+
 /// Bytes from the UDP header to the keepalive: UDP 8, VXLAN 8, Ethernet 14.
 const INNER: usize = 30;
 
@@ -266,11 +269,61 @@ impl UnderlaySocket {
         };
         attach_filter(&fd, &prog)?;
         drain(&fd);
+        // Room for a mass join while a reconcile runs. FORCE goes past
+        // rmem_max (lvn has CAP_NET_ADMIN); fall back to the capped size.
+        let size: libc::c_int = UNDERLAY_RX_BUFFER;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: `size` is a valid c_int for the duration of the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const _ as *const libc::c_void,
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
         Ok(UnderlaySocket {
             fd: register(fd)?,
             v6,
             encap,
         })
+    }
+
+    /// The next queued keepalive, if one is there already (no waiting).
+    pub fn try_recv(&self) -> Option<Sighting> {
+        for _ in 0..64 {
+            match self.read_one() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn read_one(&self) -> io::Result<Option<Sighting>> {
+        let mut buf = [0u8; 2048];
+        // SAFETY: zeroed sockaddr_storage is valid; recvfrom fills it.
+        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: buffers are valid for their lengths.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.get_ref().as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                &mut ss as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            )
+        };
+        let n = check(n as libc::c_int)? as usize;
+        Ok(parse_sighting(&buf[..n], self.v6, self.encap, &ss))
     }
 
     pub async fn recv(&self) -> io::Result<Sighting> {
