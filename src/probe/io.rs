@@ -329,25 +329,7 @@ impl UnderlaySocket {
     pub async fn recv(&self) -> io::Result<Sighting> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let r = guard.try_io(|fd| {
-                let mut buf = [0u8; 2048];
-                // SAFETY: zeroed sockaddr_storage is valid; recvfrom fills it.
-                let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-                let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                // SAFETY: buffers are valid for their lengths.
-                let n = unsafe {
-                    libc::recvfrom(
-                        fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                        &mut ss as *mut _ as *mut libc::sockaddr,
-                        &mut len,
-                    )
-                };
-                let n = check(n as libc::c_int)? as usize;
-                Ok(parse_sighting(&buf[..n], self.v6, self.encap, &ss))
-            });
+            let r = guard.try_io(|_| self.read_one());
             match r {
                 Ok(Ok(Some(s))) => return Ok(s),
                 Ok(Ok(None)) => continue, // too short to be a keepalive
