@@ -315,13 +315,7 @@ impl Session {
     }
 
     fn scope(&self) -> Scope {
-        Scope {
-            network: self.topo.network.name.clone(),
-            device: self.topo.network.device.clone(),
-            overlay: self.topo.network.overlay,
-            datapath: self.topo.network.datapath,
-            port: self.topo.network.port,
-        }
+        Scope::of(&self.topo.network)
     }
 
     /// Observe and plan; `down` plans removal of everything lvn owns.

@@ -334,13 +334,7 @@ impl Daemon {
     }
 
     fn scope(&self) -> Scope {
-        Scope {
-            network: self.topo.network.name.clone(),
-            device: self.topo.network.device.clone(),
-            overlay: self.topo.network.overlay,
-            datapath: self.topo.network.datapath,
-            port: self.topo.network.port,
-        }
+        Scope::of(&self.topo.network)
     }
 
     fn liveness(&self) -> Liveness {

@@ -197,7 +197,7 @@ impl Datapath for Kernel {
                 }
                 r
             } else {
-                self.apply_batch(scope, batch, &mut report).await
+                self.apply_batch(batch, &mut report).await
             };
             if let Err(e) = result {
                 return Err(DatapathError::Partial {
@@ -451,6 +451,15 @@ fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
     }
 }
 
+/// One neighbour or FDB entry as a dump reports it.
+struct NeighEntry {
+    mac: Option<Mac>,
+    dst: Option<IpAddr>,
+    /// Left out of dumps when it equals the device's port.
+    port: Option<u16>,
+    permanent: bool,
+}
+
 fn mac_of(b: &[u8]) -> Option<Mac> {
     (b.len() == 6).then(|| {
         let mut m = [0; 6];
@@ -531,35 +540,20 @@ impl Kernel {
         let mut req = NeighbourMessage::default();
         req.header.family = AddressFamily::Bridge;
         req.header.ifindex = index;
-        for m in self
-            .nl
-            .dump(RouteNetlinkMessage::GetNeighbour(req))
-            .await
-            .map_err(nl_err(format!("listing fdb entries of {dev}")))?
-        {
-            let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                continue;
-            };
-            if n.header.ifindex != index {
-                continue;
-            }
-            let (mut mac, mut dst, mut p) = (None, None, port);
-            for attr in &n.attributes {
-                match attr {
-                    NeighbourAttribute::LinkLayerAddress(b) => mac = mac_of(b),
-                    NeighbourAttribute::Destination(a) => dst = neigh_ip(a),
-                    NeighbourAttribute::Port(x) => p = *x,
-                    _ => {}
-                }
-            }
-            if let (Some(mac), Some(dst)) = (mac, dst) {
+        let fdb = self
+            .neighbours_on(req, index, &format!("listing fdb entries of {dev}"))
+            .await?;
+        for e in fdb {
+            if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
+                let port = e.port.unwrap_or(port);
+                let dev = dev.clone();
                 obs.state.fdb.insert(
                     mac,
                     Fdb {
-                        dev: dev.clone(),
+                        dev,
                         mac,
                         dst,
-                        port: p,
+                        port,
                     },
                 );
             }
@@ -568,37 +562,17 @@ impl Kernel {
         let mut req = NeighbourMessage::default();
         req.header.family = family_of(&scope.overlay);
         req.attributes.push(NeighbourAttribute::IfIndex(index));
-        for m in self
-            .nl
-            .dump(RouteNetlinkMessage::GetNeighbour(req))
-            .await
-            .map_err(nl_err(format!("listing neighbours of {dev}")))?
-        {
-            let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                continue;
-            };
-            if n.header.ifindex != index {
-                continue;
-            }
-            let (mut mac, mut dst) = (None, None);
-            for attr in &n.attributes {
-                match attr {
-                    NeighbourAttribute::LinkLayerAddress(b) => mac = mac_of(b),
-                    NeighbourAttribute::Destination(a) => dst = neigh_ip(a),
-                    _ => {}
-                }
-            }
-            let Some(address) = dst else { continue };
-            match mac {
-                Some(mac) if n.header.state == NeighbourState::Permanent => {
-                    obs.state.neighbours.insert(
-                        address,
-                        Neigh {
-                            dev: dev.clone(),
-                            address,
-                            mac,
-                        },
-                    );
+        let neighbours = self
+            .neighbours_on(req, index, &format!("listing neighbours of {dev}"))
+            .await?;
+        for e in neighbours {
+            let Some(address) = e.dst else { continue };
+            match e.mac {
+                Some(mac) if e.permanent => {
+                    let dev = dev.clone();
+                    obs.state
+                        .neighbours
+                        .insert(address, Neigh { dev, address, mac });
                 }
                 _ => {
                     obs.kernel_neighbours.insert(address);
@@ -606,6 +580,45 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+
+    /// Dump neighbour or FDB entries and keep those on device `index`.
+    async fn neighbours_on(
+        &self,
+        req: NeighbourMessage,
+        index: u32,
+        op: &str,
+    ) -> Result<Vec<NeighEntry>, DatapathError> {
+        let replies = self
+            .nl
+            .dump(RouteNetlinkMessage::GetNeighbour(req))
+            .await
+            .map_err(nl_err(op))?;
+        let mut out = Vec::new();
+        for m in replies {
+            let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                continue;
+            };
+            if n.header.ifindex != index {
+                continue;
+            }
+            let mut e = NeighEntry {
+                mac: None,
+                dst: None,
+                port: None,
+                permanent: n.header.state == NeighbourState::Permanent,
+            };
+            for attr in &n.attributes {
+                match attr {
+                    NeighbourAttribute::LinkLayerAddress(b) => e.mac = mac_of(b),
+                    NeighbourAttribute::Destination(a) => e.dst = neigh_ip(a),
+                    NeighbourAttribute::Port(x) => e.port = Some(*x),
+                    _ => {}
+                }
+            }
+            out.push(e);
+        }
+        Ok(out)
     }
 
     async fn observe_routes(
@@ -917,11 +930,9 @@ impl Kernel {
 
     async fn apply_batch(
         &mut self,
-        scope: &Scope,
         batch: &[Step],
         report: &mut ApplyReport,
     ) -> Result<(), DatapathError> {
-        let _ = scope;
         let mut indexed = Vec::with_capacity(batch.len());
         for s in batch {
             let index = match object_dev(&s.object) {

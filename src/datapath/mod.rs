@@ -31,6 +31,19 @@ pub struct Scope {
     pub port: u16,
 }
 
+impl Scope {
+    /// The scope of a topology's network.
+    pub fn of(net: &crate::config::Network) -> Scope {
+        Scope {
+            network: net.name.clone(),
+            device: net.device.clone(),
+            overlay: net.overlay,
+            datapath: net.datapath,
+            port: net.port,
+        }
+    }
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
