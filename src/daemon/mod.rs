@@ -27,7 +27,7 @@ use crate::{
     probe::{
         PrivateKey,
         hub::{HubProbe, Outcome, Peer},
-        io::{Encap, Inner, OverlaySocket, OverlayUdp, UnderlaySocket},
+        io::{Encap, OverlaySocket, OverlayUdp, UnderlaySocket},
         keyfile, pair_key,
         spoke::SpokeProbe,
     },
@@ -292,6 +292,7 @@ fn build_probe(
                 peers.push(Peer {
                     name: p.name.clone(),
                     mac: Mac::for_overlay(p.address),
+                    address: p.address,
                     key: pk(p)?,
                     static_endpoint: p.endpoint,
                     expire_after: topo.expire_after_of(p),
@@ -519,7 +520,7 @@ impl Daemon {
         let Probe::Hub(hub) = &mut self.probe else {
             return;
         };
-        let outcome = hub.on_keepalive(&s.payload, s.from, Instant::now(), wall_ns());
+        let outcome = hub.on_keepalive(&s.payload, s.from, s.inner, Instant::now(), wall_ns());
         self.count("received");
         match outcome {
             Outcome::Rejected(r) => {
@@ -530,20 +531,11 @@ impl Daemon {
                 peer,
                 changed,
                 answer,
-                to,
+                ..
             } => {
                 let Some(address) = self.topo.nodes.get(&peer).map(|n| n.address) else {
                     return;
                 };
-                let inner_ok = match s.inner {
-                    Inner::Mac(m) => m == to,
-                    Inner::Ip(ip) => ip == address,
-                };
-                if !inner_ok {
-                    // The inner packet must come from the node it names.
-                    self.count("rejected_inner_mismatch");
-                    return;
-                }
                 self.count("accepted");
                 self.dirty = true;
                 if changed {

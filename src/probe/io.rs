@@ -18,6 +18,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
+pub use super::hub::Inner;
 use super::wire::{ETHERTYPE, MAX_MESSAGE};
 use crate::reconcile::Mac;
 
@@ -188,15 +189,6 @@ impl OverlaySocket {
             }
         }
     }
-}
-
-/// Who sent the inner packet, as the inner headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inner {
-    /// VXLAN: the inner Ethernet source.
-    Mac(Mac),
-    /// FOU: the inner IPv4 source.
-    Ip(IpAddr),
 }
 
 /// What is inside the UDP packets the hub's underlay socket looks at.

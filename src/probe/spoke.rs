@@ -9,18 +9,20 @@ use std::{
 
 use super::{
     PairKey,
-    hub::{Reject, seal},
+    hub::seal,
+    verify::{self, Freshness, Reject},
     wire::{self, Kind, Message},
 };
 use crate::reconcile::Mac;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubLink {
     pub name: String,
     pub mac: Mac,
     pub key: Option<PairKey>,
     pub last_sent: Option<Instant>,
     pub last_answer: Option<Instant>,
+    /// Highest counter of a verified answer (auth = "keys"); 0 otherwise.
     pub answer_counter: u64,
     /// This spoke's address and port as this hub sees them.
     pub reflexive: Option<SocketAddr>,
@@ -53,7 +55,10 @@ impl SpokeProbe {
         s
     }
 
-    /// New topology: keep what is known of hubs still declared.
+    /// New topology: keep what is known of hubs still declared. A hub's
+    /// answer counter is forgotten when the auth mode or its key changes:
+    /// it was accepted under other rules, and kept it could refuse the
+    /// genuine hub's answers as replays forever.
     pub fn reconfigure(
         &mut self,
         me: &str,
@@ -61,6 +66,7 @@ impl SpokeProbe {
         interval: Duration,
         hubs: Vec<(String, Mac, Option<PairKey>)>,
     ) {
+        let auth_changed = auth != self.auth;
         self.me = me.to_string();
         self.auth = auth;
         self.interval = interval;
@@ -75,6 +81,9 @@ impl SpokeProbe {
                 answer_counter: 0,
                 reflexive: None,
             });
+            if auth_changed || link.key != key {
+                link.answer_counter = 0;
+            }
             link.mac = mac;
             link.key = key;
             self.hubs.insert(name, link);
@@ -101,7 +110,7 @@ impl SpokeProbe {
             if !due {
                 continue;
             }
-            self.counter = counter_hint.max(self.counter + 1);
+            self.counter = counter_hint.max(self.counter.saturating_add(1));
             let m = Message {
                 kind: Kind::Keepalive,
                 counter: self.counter,
@@ -135,16 +144,11 @@ impl SpokeProbe {
         }
         let h = self.hubs.get_mut(&m.from).ok_or(Reject::Unknown)?;
         if self.auth {
-            let key = h.key.as_ref().ok_or(Reject::Unknown)?;
-            let tag = d.tag.ok_or(Reject::MissingTag)?;
-            if !key.verify(&payload[..d.signed_len], &tag) {
-                return Err(Reject::BadTag);
-            }
-            if m.counter <= h.answer_counter {
-                return Err(Reject::Replay);
-            }
+            let fresh = Freshness::Above(h.answer_counter);
+            verify::authenticate(h.key.as_ref(), payload, &d, fresh)?;
+            // Only a verified counter is the hub's.
+            h.answer_counter = m.counter;
         }
-        h.answer_counter = m.counter;
         h.last_answer = Some(now);
         h.reflexive = Some(seen);
         Ok(h.name.clone())
