@@ -77,7 +77,7 @@ enum Command {
     /// Run the daemon: reconcile, keepalives, NAT discovery, expiry, live reload.
     Run {
         /// Re-read the kernel at least this often, for drift repair.
-        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "30s", value_parser = parse_resync)]
         resync: std::time::Duration,
         /// Serve Prometheus/OpenMetrics text on ADDR (e.g. 127.0.0.1:9477), path /metrics.
         #[arg(long, value_name = "ADDR")]
@@ -87,11 +87,17 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
-    /// Ask the running daemon for its peers and their state.
+    /// Ask the running daemon for its peers and their state. Works whatever
+    /// the topology file holds (an invalid edit included): the daemon's
+    /// socket is found in the run directory.
     Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The network whose daemon to ask, when several run here
+        /// (default: the topology file's, else the only one running).
+        #[arg(long)]
+        network: Option<String>,
     },
     /// Write a new private key (mode 0600) and print its public key.
     Genkey { path: PathBuf },
@@ -101,7 +107,14 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format == "json");
+    // A daemon says what it changes, learns, expires and reloads; a
+    // one-shot command prints its own results and logs only problems.
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format == "json", level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -111,10 +124,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
+fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LVN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -163,11 +176,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(daemon::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
-            let Ok(topo) = load(&cli.config) else {
-                return Ok(ExitCode::from(1));
+        Command::Status { json, network } => {
+            // The daemon answers for what runs, whatever the file holds now.
+            let network =
+                network.or_else(|| config::load(&cli.config).ok().map(|t| t.network.name));
+            let path = match network {
+                Some(n) => daemon::socket_path(&cli.run_dir, &n),
+                None => daemon::find_socket(&cli.run_dir).map_err(anyhow::Error::msg)?,
             };
-            let path = daemon::socket_path(&cli.run_dir, &topo.network.name);
             let status = runtime()?
                 .block_on(daemon::query(&path))
                 .map_err(anyhow::Error::msg)?;
@@ -384,6 +400,20 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
         .map(toml::Value::Integer)
         .unwrap_or_else(|_| toml::Value::String(s.to_string()));
     config::parse_duration(&v).ok_or_else(|| format!("'{s}' is not a duration like 30s or 500ms"))
+}
+
+/// `--resync`, bounded: 0 would spin, and a huge value overflows the clock.
+fn parse_resync(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if (daemon::MIN_RESYNC..=daemon::MAX_RESYNC).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "'{s}' is out of range, expected {:?} to {:?}",
+            daemon::MIN_RESYNC,
+            daemon::MAX_RESYNC
+        ))
+    }
 }
 
 fn hostname() -> Result<String> {

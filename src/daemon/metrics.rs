@@ -1,27 +1,10 @@
-//! `lvn run --metrics ADDR`: Prometheus text exposition (format 0.0.4) on
-//! a tiny HTTP endpoint, and systemd readiness notification. Both are edge
-//! I/O; the numbers come from the daemon's own counters.
+//! `lvn run --metrics ADDR`: the Prometheus text exposition (format
+//! 0.0.4) of the daemon's own counters, systemd readiness notification and
+//! the file hash. The HTTP side is in `serve.rs`.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
-
-use super::status::Status;
-
-/// What the daemon measures besides the keepalive counters.
-#[derive(Debug, Default, Clone)]
-pub struct Metrics {
-    pub reconcile_ok: u64,
-    pub reconcile_failed: u64,
-    pub reconcile_seconds_sum: f64,
-    /// Changes applied, by (kind, action).
-    pub changes: BTreeMap<(String, String), u64>,
-    /// SHA-256 of the loaded topology file, hex.
-    pub config_hash: String,
-}
+use super::{controller::Tally, status::Status};
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -35,7 +18,7 @@ fn label(v: &str) -> String {
 }
 
 /// The exposition text.
-pub fn render(m: &Metrics, status: &Status) -> String {
+pub fn render(m: &Tally, status: &Status) -> String {
     let mut o = String::new();
     let c = |k: &str| status.counters.get(k).copied().unwrap_or(0);
     let node = format!(
@@ -158,58 +141,31 @@ pub fn render(m: &Metrics, status: &Status) -> String {
     let _ = writeln!(
         o,
         "lvn_config_info{{{node},sha256=\"{}\"}} 1",
-        m.config_hash
+        status.config.sha256
+    );
+    family(
+        &mut o,
+        "lvn_config_refused",
+        "gauge",
+        "1 while the topology file on disk is refused (the daemon runs on the last good one).",
+    );
+    let _ = writeln!(
+        o,
+        "lvn_config_refused{{{node}}} {}",
+        u8::from(status.config.refused.is_some())
+    );
+    family(
+        &mut o,
+        "lvn_reconcile_consecutive_failures",
+        "gauge",
+        "Reconciles failed in a row (0 while the kernel matches); the error is in `lvn status`.",
+    );
+    let _ = writeln!(
+        o,
+        "lvn_reconcile_consecutive_failures{{{node}}} {}",
+        status.reconcile.failures
     );
     o
-}
-
-/// Answer one HTTP request on a metrics connection: GET /metrics gets the
-/// text, anything else 404. Bounded in size and time.
-pub async fn serve(mut s: TcpStream, body: impl FnOnce() -> String) {
-    let mut buf = [0u8; 4096];
-    let mut n = 0;
-    let read = async {
-        while n < buf.len() {
-            let k = s.read(&mut buf[n..]).await?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if tokio::time::timeout(Duration::from_secs(2), read)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let req = String::from_utf8_lossy(&buf[..n]);
-    let path = req.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, text) = if req.starts_with("GET ") && (path == "/metrics" || path == "/") {
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body())
-    } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            "not found: try /metrics\n".to_string(),
-        )
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        text.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(resp.as_bytes())).await;
-}
-
-pub async fn accept(l: &Option<TcpListener>) -> std::io::Result<TcpStream> {
-    match l {
-        Some(l) => l.accept().await.map(|(s, _)| s),
-        None => std::future::pending().await,
-    }
 }
 
 /// Tell systemd (Type=notify) about the daemon's state, if it listens.

@@ -58,7 +58,9 @@ pub fn load(state_dir: &Path, network: &str) -> Result<Saved, String> {
     }
 }
 
-/// Write atomically: a temporary file in the same directory, fsync, rename.
+/// Write atomically and durably: a temporary file in the same directory,
+/// fsync, rename, then fsync the directory so the rename itself survives a
+/// power cut.
 pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let p = path(state_dir, &s.network);
@@ -69,7 +71,8 @@ pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
         f.write_all(b"\n")?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, &p)
+    std::fs::rename(&tmp, &p)?;
+    std::fs::File::open(state_dir)?.sync_all()
 }
 
 #[cfg(test)]

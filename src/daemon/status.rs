@@ -22,6 +22,32 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Keepalive counters: sent, received, accepted, rejected_<reason>, ...
     pub counters: BTreeMap<String, u64>,
+    /// Whether the kernel matches the topology, and if not, why.
+    #[serde(default)]
+    pub reconcile: ReconcileStatus,
+    /// The running topology file, and a refused newer one.
+    #[serde(default)]
+    pub config: ConfigStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileStatus {
+    /// The last reconcile succeeded.
+    pub ok: bool,
+    /// Consecutive failed reconciles.
+    pub failures: u32,
+    /// The last error, while failing.
+    pub error: Option<String>,
+    /// Seconds until the next try, while failing.
+    pub retry_in_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// SHA-256 of the file the daemon runs on.
+    pub sha256: String,
+    /// Why the file on disk now is refused, if it is.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +68,40 @@ pub struct PeerStatus {
 
 pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
     run_dir.join(format!("{network}.sock"))
+}
+
+/// The status socket of the one daemon in `run_dir`: for `lvn status`
+/// when the topology file cannot tell the network's name (it is being
+/// edited and invalid, exactly when an operator wants to look).
+pub fn find_socket(run_dir: &Path) -> Result<PathBuf, String> {
+    let entries = std::fs::read_dir(run_dir).map_err(|e| {
+        format!(
+            "cannot list {}: {e} (is `lvn run` running with this --run-dir?)",
+            run_dir.display()
+        )
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(format!(
+            "no daemon socket in {} (is `lvn run` running with this --run-dir?)",
+            run_dir.display()
+        )),
+        _ => Err(format!(
+            "several daemons in {}: {}; pick one with --network",
+            run_dir.display(),
+            found
+                .iter()
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Ask a running daemon.
@@ -69,6 +129,22 @@ pub fn table(s: &Status) -> String {
         s.network,
         s.reflexive.map_or("-".to_string(), |r| r.to_string())
     );
+    if !s.reconcile.ok && s.reconcile.failures > 0 {
+        out.push_str(&format!(
+            "reconcile FAILING ({} tries, next in {}): {}\n",
+            s.reconcile.failures,
+            s.reconcile
+                .retry_in_secs
+                .map_or("-".to_string(), |t| format!("{t:.0}s")),
+            s.reconcile.error.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(r) = &s.config.refused {
+        out.push_str(&format!(
+            "topology file refused (running on sha256 {}):\n{r}\n",
+            short(&s.config.sha256)
+        ));
+    }
     let rows: Vec<[String; 6]> = s
         .peers
         .iter()
@@ -117,4 +193,8 @@ pub fn table(s: &Status) -> String {
         out.push_str(&format!("note: {p}\n"));
     }
     out
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }

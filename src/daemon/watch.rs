@@ -1,6 +1,7 @@
 //! Live reload: watch the config file's directory, not the file, so atomic
-//! renames, editors' swap files, `git pull` and a Kubernetes ConfigMap's
-//! `..data` symlink swap are all seen.
+//! renames, `git pull` and a Kubernetes ConfigMap's `..data` symlink swap
+//! are all seen, and react only to events on the file itself or on
+//! `..data`: a log file or an editor's swap file beside it changes nothing.
 
 use std::{path::Path, time::Duration};
 
@@ -17,10 +18,12 @@ pub fn watch(config: &Path, tx: mpsc::Sender<&'static str>) -> Result<notify::Re
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
+    let name = config.file_name().map(ToOwned::to_owned);
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| concerns(p, name.as_deref()))
         {
             let _ = raw_tx.send(());
         }
@@ -38,4 +41,31 @@ pub fn watch(config: &Path, tx: mpsc::Sender<&'static str>) -> Result<notify::Re
         }
     });
     Ok(w)
+}
+
+/// Whether a change to `path` may change the topology file `name`.
+fn concerns(path: &Path, name: Option<&std::ffi::OsStr>) -> bool {
+    let Some(file) = path.file_name() else {
+        return false;
+    };
+    Some(file) == name || file == KUBERNETES_DATA
+}
+
+/// The symlink a Kubernetes ConfigMap volume swaps atomically.
+const KUBERNETES_DATA: &str = "..data";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_watch_reacts_only_to_the_topology_file() {
+        let name = Some(std::ffi::OsStr::new("topology.toml"));
+        assert!(concerns(Path::new("/etc/lvn/topology.toml"), name));
+        assert!(concerns(Path::new("/etc/lvn/..data"), name));
+        assert!(!concerns(Path::new("/etc/lvn/hub.log"), name));
+        assert!(!concerns(Path::new("/etc/lvn/.topology.toml.swp"), name));
+        assert!(!concerns(Path::new("/etc/lvn/..data_tmp"), name));
+        assert!(!concerns(Path::new("/"), name));
+    }
 }

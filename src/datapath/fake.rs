@@ -33,6 +33,15 @@ impl Datapath for FakeKernel {
     async fn apply(&mut self, _scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {
         Ok(self.apply_plan(plan))
     }
+
+    fn ifindex(&self, device: &str) -> Option<u32> {
+        self.observed
+            .state
+            .link
+            .as_ref()
+            .filter(|l| l.name == device)
+            .map(|_| 1)
+    }
 }
 
 impl FakeKernel {

@@ -91,6 +91,10 @@ fn settings(overlay: &IpNet) -> (&'static str, &'static [&'static str]) {
 }
 
 impl Datapath for Kernel {
+    fn ifindex(&self, device: &str) -> Option<u32> {
+        Kernel::ifindex(self, device)
+    }
+
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
         if scope.datapath == config::Datapath::Fou {

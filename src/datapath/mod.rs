@@ -114,4 +114,6 @@ pub(crate) mod libc_errno {
 pub trait Datapath {
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError>;
     async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError>;
+    /// Index of a device, if it exists.
+    fn ifindex(&self, device: &str) -> Option<u32>;
 }

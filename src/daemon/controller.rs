@@ -1,0 +1,632 @@
+//! The daemon's brain, with no I/O and no clock of its own: events come in
+//! with `now`, effects go out, and [`Controller::next_wakeup`] says when to
+//! call again. Every reconcile outcome, success or error, sets when the next
+//! one runs; an error backs off (1 s doubling to 60 s) and is logged once per
+//! distinct error. The runner (`runner.rs`) does the I/O.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, error, info, warn};
+
+use super::{
+    backoff::{Backoff, Report},
+    probes::{self, Probe},
+    reconciler::{Outcome, Request, must_retire},
+    state::{Saved, SavedPeer},
+};
+use crate::{
+    config::Topology,
+    datapath::Scope,
+    probe::{PrivateKey, hub::Outcome as Heard, io::Inner},
+    reconcile::{Conflict, Mac},
+};
+
+/// How often a hub looks for expired peers.
+pub const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+/// How long a hub collects newly learned endpoints before installing them
+/// in one reconcile (a mass join costs one reconcile, not one per spoke).
+pub const LEARN_BATCH: Duration = Duration::from_millis(3);
+/// Replay counters that changed reach the disk at least this often.
+pub const COUNTER_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A spoke saves a counter this far (in nanoseconds: one hour of its
+/// wall-clock counter) ahead of what it sends, and saves again when half of
+/// it is used: one write per half hour, and after a crash, even with a clock
+/// that went back, it resumes above every counter it ever sent.
+pub const COUNTER_RESERVE: u64 = 3_600_000_000_000;
+
+/// The clock, read by the runner only.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub at: Instant,
+    /// Wall clock, nanoseconds since the Unix epoch (keepalive counters).
+    pub wall_ns: u64,
+}
+
+/// A topology file, read and checked off the loop.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What triggered it ("file changed", "SIGHUP").
+    pub why: &'static str,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    /// The topology and this node's key, or every error, one per line.
+    pub result: Result<(Arc<Topology>, Option<PrivateKey>), Vec<String>>,
+}
+
+pub enum Event {
+    /// A hub's underlay socket saw a keepalive.
+    Keepalive {
+        payload: Vec<u8>,
+        from: SocketAddr,
+        inner: Inner,
+    },
+    /// A spoke's overlay socket received an answer.
+    Answer(Vec<u8>),
+    /// Time passed (the wake-up came).
+    Tick,
+    /// The topology file changed, or SIGHUP.
+    Config(Loaded),
+    /// A reconcile finished.
+    Reconciled(Outcome),
+    /// A state save finished.
+    Saved(Result<(), String>),
+    /// The kernel reported a change to lvn's objects.
+    KernelChanged,
+}
+
+#[derive(Debug)]
+pub enum Effect {
+    Reconcile(Request),
+    /// Send a keepalive or an answer to the node with this overlay address.
+    Send {
+        to: IpAddr,
+        payload: Vec<u8>,
+    },
+    Save(Saved),
+    /// A systemd notification (READY=1, RELOADING=1, STATUS=...).
+    Notify(String),
+}
+
+/// Counts the daemon keeps for status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Keepalive counters: sent, received, accepted, rejected_<reason>, ...
+    pub counters: BTreeMap<String, u64>,
+    pub reconcile_ok: u64,
+    pub reconcile_failed: u64,
+    pub reconcile_seconds_sum: f64,
+    /// Changes applied, by (kind, action).
+    pub changes: BTreeMap<(String, String), u64>,
+}
+
+impl Tally {
+    /// Count an event; allocates only the first time a key is seen.
+    pub fn count(&mut self, key: &str, n: u64) {
+        match self.counters.get_mut(key) {
+            Some(v) => *v = v.saturating_add(n),
+            None => {
+                self.counters.insert(key.to_string(), n);
+            }
+        }
+    }
+}
+
+pub struct Controller {
+    pub(super) node: String,
+    pub(super) topo: Arc<Topology>,
+    pub(super) sha256: String,
+    key: Option<PrivateKey>,
+    pub(super) probe: Probe,
+    resync: Duration,
+    pub(super) tally: Tally,
+    pub(super) conflicts: Vec<Conflict>,
+    /// Reconcile: running now, wanted (by when, why), failures.
+    in_flight: Option<InFlight>,
+    wanted: Option<(Instant, String)>,
+    pub(super) next_resync: Instant,
+    pub(super) reconcile: Backoff,
+    /// Scopes of earlier topologies still to remove.
+    retire: Vec<Scope>,
+    /// Answers waiting for the reconcile that installs their endpoints.
+    pending_answers: Vec<(IpAddr, Vec<u8>)>,
+    learn_at: Option<Instant>,
+    next_expiry_check: Instant,
+    /// Saving: something changed since the last save, a save is running,
+    /// the next save is due, failures.
+    dirty: bool,
+    save_in_flight: bool,
+    save_at: Option<Instant>,
+    save: Backoff,
+    /// The spoke's counter as saved (its reservation).
+    reserved: u64,
+    /// SHA-256 of an invalid file already reported.
+    pub(super) invalid: Option<(String, String)>,
+    ready: bool,
+    reloading: bool,
+}
+
+struct InFlight {
+    answers: Vec<(IpAddr, Vec<u8>)>,
+    why: String,
+}
+
+impl Controller {
+    /// A controller for `node`, with what a previous run saved. The first
+    /// reconcile is due at once.
+    pub fn new(
+        node: &str,
+        loaded: (Arc<Topology>, Option<PrivateKey>),
+        sha256: String,
+        saved: &Saved,
+        resync: Duration,
+        now: Now,
+    ) -> Result<Controller, String> {
+        let (topo, key) = loaded;
+        let mut probe = probes::configure(None, &topo, node, key.as_ref())?;
+        let mut reserved = 0;
+        if saved.node == node || saved.node.is_empty() {
+            restore(&mut probe, saved, now.at);
+            reserved = saved.counter;
+        } else {
+            warn!("saved state belongs to node {}; ignoring it", saved.node);
+        }
+        Ok(Controller {
+            node: node.to_string(),
+            topo,
+            sha256,
+            key,
+            probe,
+            resync,
+            tally: Tally::default(),
+            conflicts: Vec::new(),
+            in_flight: None,
+            wanted: Some((now.at, "start".into())),
+            next_resync: now.at + resync,
+            reconcile: Backoff::default(),
+            retire: Vec::new(),
+            pending_answers: Vec::new(),
+            learn_at: None,
+            next_expiry_check: now.at,
+            dirty: false,
+            save_in_flight: false,
+            save_at: None,
+            save: Backoff::default(),
+            reserved,
+            invalid: None,
+            ready: false,
+            reloading: false,
+        })
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topo
+    }
+
+    /// Take one event; returns what to do, including anything now due.
+    pub fn on(&mut self, event: Event, now: Now) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match event {
+            Event::Keepalive {
+                payload,
+                from,
+                inner,
+            } => self.on_keepalive(&payload, from, inner, now, &mut out),
+            Event::Answer(payload) => self.on_answer(&payload, now),
+            Event::Tick => {}
+            Event::Config(loaded) => self.on_config(loaded, now, &mut out),
+            Event::Reconciled(outcome) => self.on_reconciled(outcome, now, &mut out),
+            Event::Saved(r) => self.on_saved(r, now),
+            Event::KernelChanged => self.want(now.at, "kernel changed"),
+        }
+        self.poll(now, &mut out);
+        out
+    }
+
+    /// When the controller next has something to do, if nothing happens
+    /// before.
+    pub fn next_wakeup(&self, now: Instant) -> Instant {
+        // A running reconcile reports back by itself.
+        let reconcile = self.in_flight.is_none().then(|| self.reconcile_due());
+        let probe = match &self.probe {
+            Probe::Spoke(s) => s.next_due(now),
+            Probe::Hub(_) => self.next_expiry_check,
+        };
+        [reconcile, self.learn_at, self.save_due()]
+            .into_iter()
+            .flatten()
+            .fold(probe, Instant::min)
+    }
+
+    #[cfg(test)]
+    pub fn debug_timers(&self, now: Instant) -> String {
+        let d = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
+        format!(
+            "resync {:?} due {:?} learn {:?} save {:?} in flight {}",
+            d(Some(self.next_resync)),
+            d(Some(self.reconcile_due())),
+            d(self.learn_at),
+            d(self.save_due()),
+            self.in_flight.is_some()
+        )
+    }
+
+    /// Ask for a reconcile by `at` (coalesced with any other request).
+    fn want(&mut self, at: Instant, why: &str) {
+        match &mut self.wanted {
+            Some((t, _)) if *t <= at => {}
+            w => *w = Some((at, why.to_string())),
+        }
+    }
+
+    /// When the next reconcile may start: what was asked, or the resync,
+    /// but never before a failing one's back-off ends.
+    fn reconcile_due(&self) -> Instant {
+        let asked = self.wanted.as_ref().map(|(t, _)| *t);
+        let due = asked.map_or(self.next_resync, |t| t.min(self.next_resync));
+        match self.reconcile.retry_at {
+            Some(r) => due.max(r),
+            None => due,
+        }
+    }
+
+    /// When the next save may start: when one is wanted, none is running,
+    /// and a failed one's back-off is over.
+    fn save_due(&self) -> Option<Instant> {
+        if self.save_in_flight {
+            return None;
+        }
+        let at = self.save_at?;
+        Some(self.save.retry_at.map_or(at, |r| at.max(r)))
+    }
+
+    /// Emit whatever is due at `now`.
+    fn poll(&mut self, now: Now, out: &mut Vec<Effect>) {
+        let t = now.at;
+        if self.learn_at.is_some_and(|l| t >= l) {
+            self.learn_at = None;
+            self.want(t, "learned endpoint");
+        }
+        if let Probe::Hub(h) = &mut self.probe
+            && t >= self.next_expiry_check
+        {
+            self.next_expiry_check = t + EXPIRY_CHECK;
+            let gone = h.expire(t);
+            for name in &gone {
+                let after = h.peers().get(name).map(|p| p.expire_after);
+                info!(peer = %name, "no keepalive for {after:?}: expired");
+            }
+            if !gone.is_empty() {
+                self.want(t, "expiry");
+                self.save_soon(t);
+            }
+        }
+        if self.in_flight.is_none() && t >= self.reconcile_due() {
+            self.start_reconcile(t, out);
+        }
+        if let Probe::Spoke(s) = &mut self.probe {
+            let sends = s.on_tick(t, now.wall_ns);
+            for (mac, payload) in sends {
+                if let Some(to) = hub_address(&self.topo, mac) {
+                    out.push(Effect::Send { to, payload });
+                }
+            }
+            // Reserve counters ahead, so a crash never reuses one.
+            let c = s.counter();
+            if c.saturating_add(COUNTER_RESERVE / 2) > self.reserved {
+                self.reserved = c.saturating_add(COUNTER_RESERVE);
+                self.save_soon(t);
+            }
+        }
+        if self.dirty && self.save_at.is_none() {
+            self.save_at = Some(t + COUNTER_SAVE_INTERVAL);
+        }
+        if self.save_due().is_some_and(|s| t >= s) {
+            self.save_at = None;
+            self.dirty = false;
+            self.save_in_flight = true;
+            out.push(Effect::Save(self.saved(now)));
+        }
+    }
+
+    fn start_reconcile(&mut self, t: Instant, out: &mut Vec<Effect>) {
+        let why = match self.wanted.take() {
+            Some((_, why)) => why,
+            None if self.reconcile.is_failing() => "retry".into(),
+            None => "resync".into(),
+        };
+        // The resync timer restarts with every run.
+        self.next_resync = t + self.resync;
+        self.in_flight = Some(InFlight {
+            answers: std::mem::take(&mut self.pending_answers),
+            why: why.clone(),
+        });
+        out.push(Effect::Reconcile(Request {
+            why,
+            topo: self.topo.clone(),
+            node: self.node.clone(),
+            liveness: self.probe.liveness(),
+            retire: self.retire.clone(),
+        }));
+    }
+
+    fn on_reconciled(&mut self, o: Outcome, now: Now, out: &mut Vec<Effect>) {
+        let t = now.at;
+        let Some(flight) = self.in_flight.take() else {
+            return;
+        };
+        let why = flight.why;
+        self.tally.reconcile_seconds_sum += o.seconds;
+        for c in &o.conflicts {
+            if !self.conflicts.contains(c) {
+                warn!("{c}");
+            }
+        }
+        self.conflicts = o.conflicts;
+        match o.result {
+            Ok(applied) => {
+                self.tally.reconcile_ok += 1;
+                let ended = self.reconcile.succeeded();
+                if ended > 0 {
+                    info!("reconcile ({why}): the kernel matches again after {ended} failed tries");
+                }
+                self.retire.clear();
+                for s in &applied.done {
+                    info!("{s}");
+                    let action = serde_json::to_value(s.action)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let n = self
+                        .tally
+                        .changes
+                        .entry((s.object.kind().to_string(), action))
+                        .or_default();
+                    *n = n.saturating_add(1);
+                }
+                if applied.done.is_empty() {
+                    debug!("reconcile ({why}): no changes");
+                } else {
+                    info!(
+                        "reconcile ({why}): {} changes, {} kernel writes",
+                        applied.done.len(),
+                        applied.writes
+                    );
+                }
+                if !self.ready {
+                    self.ready = true;
+                    out.push(Effect::Notify("READY=1\nSTATUS=reconciled".into()));
+                } else if self.reloading {
+                    out.push(Effect::Notify("READY=1".into()));
+                }
+                self.reloading = false;
+            }
+            Err(e) => {
+                self.tally.reconcile_failed += 1;
+                let msg = e.to_string();
+                let report = self.reconcile.failed(t, msg.clone());
+                let delay = self.reconcile.current_delay();
+                match report {
+                    Report::New => error!(
+                        "reconcile ({why}) failed: {msg}; retrying in {delay:?}, backing off up to {:?}",
+                        super::backoff::MAX_RETRY
+                    ),
+                    Report::Repeated => debug!("reconcile ({why}) failed again: {msg}"),
+                }
+                if self.reloading {
+                    self.reloading = false;
+                    out.push(Effect::Notify(format!(
+                        "READY=1\nSTATUS=reconcile failing: {msg}"
+                    )));
+                }
+            }
+        }
+        for (to, payload) in flight.answers {
+            out.push(Effect::Send { to, payload });
+            self.tally.count("sent", 1);
+        }
+    }
+
+    /// A keepalive seen on the underlay. A new or moved endpoint is
+    /// installed by one reconcile for the whole burst (`LEARN_BATCH` later),
+    /// and its answer waits for that; an unchanged one is answered now.
+    fn on_keepalive(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        inner: Inner,
+        now: Now,
+        out: &mut Vec<Effect>,
+    ) {
+        let Probe::Hub(hub) = &mut self.probe else {
+            return;
+        };
+        self.tally.count("received", 1);
+        match hub.on_keepalive(payload, from, inner, now.at, now.wall_ns) {
+            Heard::Rejected(r) => {
+                debug!(from = %from, "keepalive rejected: {r}");
+                self.tally.count(&format!("rejected_{}", r.label()), 1);
+            }
+            Heard::Accepted {
+                peer,
+                changed,
+                answer,
+                ..
+            } => {
+                let Some(address) = probes::address_of(&self.topo, &peer) else {
+                    return;
+                };
+                self.tally.count("accepted", 1);
+                self.dirty = true;
+                if changed {
+                    info!(peer = %peer, endpoint = %from, "learned endpoint");
+                    self.tally.count("endpoint_changes", 1);
+                    self.pending_answers.push((address, answer));
+                    self.learn_at.get_or_insert(now.at + LEARN_BATCH);
+                    self.save_soon(now.at);
+                } else {
+                    out.push(Effect::Send {
+                        to: address,
+                        payload: answer,
+                    });
+                    self.tally.count("sent", 1);
+                }
+            }
+        }
+    }
+
+    fn on_answer(&mut self, payload: &[u8], now: Now) {
+        let Probe::Spoke(spoke) = &mut self.probe else {
+            return;
+        };
+        self.tally.count("received", 1);
+        match spoke.on_answer(payload, now.at) {
+            Ok(hub) => {
+                debug!(hub = %hub, "answer");
+                self.tally.count("accepted", 1);
+            }
+            Err(r) => self.tally.count(&format!("rejected_{}", r.label()), 1),
+        }
+    }
+
+    /// A reload: all or nothing. A file that fails anywhere (parse,
+    /// validation, this node's key, a peer's pair key) changes nothing,
+    /// learned state included.
+    fn on_config(&mut self, loaded: Loaded, now: Now, out: &mut Vec<Effect>) {
+        let why = loaded.why;
+        let (topo, key) = match loaded.result {
+            Ok(ok) => ok,
+            Err(errors) => return self.refuse(why, &loaded.sha256, &errors.join("\n")),
+        };
+        if *topo == *self.topo && public(&key) == public(&self.key) {
+            debug!("reload ({why}): no change");
+            self.invalid = None;
+            self.sha256 = loaded.sha256;
+            return;
+        }
+        let probe = match probes::configure(Some(&self.probe), &topo, &self.node, key.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(why, &loaded.sha256, &e),
+        };
+        self.invalid = None;
+        let old = Scope::of(&self.topo.network);
+        let new = Scope::of(&topo.network);
+        if must_retire(&old, &new) && !self.retire.contains(&old) {
+            info!(
+                "reload ({why}): network {} device {} gives way to network {} device {}",
+                old.network, old.device, new.network, new.device
+            );
+            self.retire.push(old);
+        }
+        self.retire.retain(|s| s != &new);
+        self.topo = topo;
+        self.key = key;
+        self.probe = probe;
+        self.sha256 = loaded.sha256;
+        self.tally.count("reloads_ok", 1);
+        info!("reload ({why}): applying the new topology");
+        out.push(Effect::Notify("RELOADING=1".into()));
+        self.reloading = true;
+        // A new file may have fixed what was failing: try now.
+        self.reconcile.retry_at = None;
+        self.want(now.at, "reload");
+        self.save_soon(now.at);
+    }
+
+    /// Report a refused file once per distinct content and reason.
+    fn refuse(&mut self, why: &str, sha256: &str, reason: &str) {
+        self.tally.count("reloads_failed", 1);
+        let seen = (sha256.to_string(), reason.to_string());
+        if self.invalid.as_ref() == Some(&seen) {
+            debug!("reload ({why}): the file is still invalid");
+            return;
+        }
+        for line in reason.lines() {
+            error!("{line}");
+        }
+        error!("reload ({why}): the new file is refused; the running state stays as it was");
+        self.invalid = Some(seen);
+    }
+
+    fn save_soon(&mut self, t: Instant) {
+        self.dirty = true;
+        self.save_at = Some(self.save_at.map_or(t, |s| s.min(t)));
+    }
+
+    fn on_saved(&mut self, r: Result<(), String>, now: Now) {
+        self.save_in_flight = false;
+        match r {
+            Ok(()) => {
+                self.save.succeeded();
+            }
+            Err(e) => {
+                if self.save.failed(now.at, e.clone()) == Report::New {
+                    error!("saving state: {e}; retrying with back-off");
+                }
+                self.save_soon(now.at);
+            }
+        }
+    }
+
+    /// What survives a restart: every peer's endpoint and replay counter,
+    /// expired ones included, and this node's counter reservation.
+    pub fn saved(&self, now: Now) -> Saved {
+        let mut s = Saved {
+            network: self.topo.network.name.clone(),
+            node: self.node.clone(),
+            ..Saved::default()
+        };
+        match &self.probe {
+            Probe::Hub(h) => {
+                let wall = now.wall_ns / 1_000_000_000;
+                for (name, l) in h.live() {
+                    let age = now.at.saturating_duration_since(l.last_seen).as_secs();
+                    s.learned.insert(
+                        name.clone(),
+                        SavedPeer {
+                            endpoint: l.endpoint,
+                            counter: l.counter,
+                            last_seen_unix: wall.saturating_sub(age),
+                            up: l.up,
+                        },
+                    );
+                }
+            }
+            Probe::Spoke(_) => s.counter = self.reserved,
+        }
+        s
+    }
+}
+
+/// Restore what a previous run learned, as heard `now`: a restart neither
+/// expires nor re-learns anyone, and forgets no counter.
+fn restore(probe: &mut Probe, saved: &Saved, now: Instant) {
+    match probe {
+        Probe::Hub(h) => {
+            for (name, p) in &saved.learned {
+                h.restore(name, p.endpoint, p.counter, p.up, now);
+            }
+            if !saved.learned.is_empty() {
+                info!(
+                    "restored {} peers' endpoints and counters",
+                    saved.learned.len()
+                );
+            }
+        }
+        Probe::Spoke(s) => s.restore_counter(saved.counter),
+    }
+}
+
+fn public(key: &Option<PrivateKey>) -> Option<crate::probe::PublicKey> {
+    key.as_ref().map(PrivateKey::public)
+}
+
+fn hub_address(topo: &Topology, mac: Mac) -> Option<IpAddr> {
+    topo.hubs()
+        .find(|h| Mac::for_overlay(h.address) == mac)
+        .map(|h| h.address)
+}

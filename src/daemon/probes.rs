@@ -1,0 +1,105 @@
+//! The probe state machine for this node's role, built from a topology and
+//! this node's key. Pure: a reload builds the new probe from a copy of the
+//! old one, so a failure leaves the running probe, and all it learned,
+//! untouched.
+
+use std::net::IpAddr;
+
+use crate::{
+    config::{self, Auth, Role, Topology},
+    probe::{PairKey, PrivateKey, hub::HubProbe, hub::Peer, pair_key, spoke::SpokeProbe},
+    reconcile::{Liveness, Mac},
+};
+
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Hub(HubProbe),
+    Spoke(SpokeProbe),
+}
+
+/// The probe for `node` in `topo`, keeping what `old` knew if the role is
+/// the same. `old` itself is never modified.
+pub fn configure(
+    old: Option<&Probe>,
+    topo: &Topology,
+    node: &str,
+    key: Option<&PrivateKey>,
+) -> Result<Probe, String> {
+    let me = topo.node(node).map_err(|e| e.to_string())?;
+    let auth = topo.network.auth == Auth::Keys;
+    let pk = |peer: &config::Node| -> Result<Option<PairKey>, String> {
+        match (key, peer.public_key) {
+            (Some(k), Some(p)) => pair_key(k, &me.name, &p, &peer.name, &topo.network.name)
+                .map(Some)
+                .map_err(|e| format!("pair key with node '{}': {e}", peer.name)),
+            _ => Ok(None),
+        }
+    };
+    Ok(match me.role {
+        Role::Hub => {
+            let mut peers = Vec::with_capacity(topo.nodes.len());
+            for p in topo.nodes.values().filter(|p| p.name != me.name) {
+                peers.push(Peer {
+                    name: p.name.clone(),
+                    mac: Mac::for_overlay(p.address),
+                    address: p.address,
+                    key: pk(p)?,
+                    static_endpoint: p.endpoint,
+                    expire_after: topo.expire_after_of(p),
+                });
+            }
+            match old {
+                Some(Probe::Hub(h)) => {
+                    let mut h = h.clone();
+                    h.reconfigure(&me.name, auth, peers);
+                    Probe::Hub(h)
+                }
+                _ => Probe::Hub(HubProbe::new(&me.name, auth, peers)),
+            }
+        }
+        Role::Spoke => {
+            let mut hubs = Vec::new();
+            for h in topo.hubs() {
+                hubs.push((h.name.clone(), Mac::for_overlay(h.address), pk(h)?));
+            }
+            let interval = topo.keepalive_of(me);
+            match old {
+                Some(Probe::Spoke(s)) => {
+                    let mut s = s.clone();
+                    s.reconfigure(&me.name, auth, interval, hubs);
+                    Probe::Spoke(s)
+                }
+                _ => Probe::Spoke(SpokeProbe::new(&me.name, auth, interval, hubs)),
+            }
+        }
+    })
+}
+
+impl Probe {
+    /// What the planner installs: learned endpoints of live peers, and the
+    /// expired ones (for their reasons). The probe is the only source.
+    pub fn liveness(&self) -> Liveness {
+        match self {
+            Probe::Hub(h) => Liveness {
+                learned: h.learned(),
+                expired: h
+                    .live()
+                    .iter()
+                    .filter(|(_, l)| !l.up)
+                    .filter_map(|(name, _)| {
+                        let p = h.peers().get(name)?;
+                        p.static_endpoint
+                            .is_none()
+                            .then(|| (name.clone(), p.expire_after))
+                    })
+                    .collect(),
+            },
+            Probe::Spoke(_) => Liveness::default(),
+        }
+    }
+}
+
+/// Overlay address of a declared node.
+pub fn address_of(topo: &Topology, name: &str) -> Option<IpAddr> {
+    topo.nodes.get(name).map(|n| n.address)
+}

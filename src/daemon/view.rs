@@ -1,0 +1,97 @@
+//! What the controller shows: the `lvn status` document and the metrics
+//! text, built from its state and `now`. Pure.
+
+use std::time::Instant;
+
+use super::{
+    controller::Controller,
+    metrics,
+    probes::Probe,
+    status::{ConfigStatus, PeerStatus, ReconcileStatus, Status},
+};
+
+impl Controller {
+    pub fn status(&self, now: Instant) -> Status {
+        let secs = |t: Instant| Some(now.saturating_duration_since(t).as_secs_f64());
+        let mut peers = Vec::new();
+        let (role, reflexive) = match &self.probe {
+            Probe::Hub(h) => {
+                for (name, p) in h.peers() {
+                    let Some(node) = self.topo.nodes.get(name) else {
+                        continue;
+                    };
+                    let live = h.live().get(name);
+                    let conflict = self.conflicts.iter().find(|c| &c.refused == name);
+                    let (endpoint, source, state) = match (p.static_endpoint, live) {
+                        (Some(e), _) => (Some(e), "static", "up"),
+                        (None, Some(l)) if conflict.is_some() => {
+                            (Some(l.endpoint), "learned", "refused")
+                        }
+                        (None, Some(l)) if l.up => (Some(l.endpoint), "learned", "up"),
+                        (None, Some(l)) => (Some(l.endpoint), "learned", "expired"),
+                        (None, None) => (None, "none", "waiting"),
+                    };
+                    peers.push(PeerStatus {
+                        name: name.clone(),
+                        address: node.address,
+                        endpoint,
+                        source: source.into(),
+                        state: state.into(),
+                        last_seen_secs: live.and_then(|l| secs(l.last_seen)),
+                        note: conflict.map(ToString::to_string),
+                    });
+                }
+                ("hub", None)
+            }
+            Probe::Spoke(s) => {
+                let expire = self.topo.network.expire_after;
+                for (name, h) in s.hubs() {
+                    let Some(node) = self.topo.nodes.get(name) else {
+                        continue;
+                    };
+                    let state = match h.last_answer {
+                        None => "waiting",
+                        Some(t) if now.saturating_duration_since(t) > expire => "expired",
+                        Some(_) => "up",
+                    };
+                    peers.push(PeerStatus {
+                        name: name.clone(),
+                        address: node.address,
+                        endpoint: node.endpoint,
+                        source: "static".into(),
+                        state: state.into(),
+                        last_seen_secs: h.last_answer.and_then(secs),
+                        note: None,
+                    });
+                }
+                ("spoke", s.reflexive())
+            }
+        };
+        let r = &self.reconcile;
+        Status {
+            node: self.node.clone(),
+            network: self.topo.network.name.clone(),
+            role: role.into(),
+            reflexive,
+            peers,
+            counters: self.tally.counters.clone(),
+            reconcile: ReconcileStatus {
+                ok: !r.is_failing() && self.tally.reconcile_ok > 0,
+                failures: r.failures,
+                error: r.error.clone(),
+                retry_in_secs: r
+                    .retry_at
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            },
+            config: ConfigStatus {
+                sha256: self.sha256.clone(),
+                refused: self.invalid.as_ref().map(|(_, why)| why.clone()),
+            },
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics_text(&self, now: Instant) -> String {
+        metrics::render(&self.tally, &self.status(now))
+    }
+}
