@@ -53,3 +53,29 @@ fn man_page_and_completions_cover_every_command() {
     }
     assert!(bash.contains("complete -F"), "not a bash completion script");
 }
+
+/// Defect 3.12: `--resync 18446744073709551615s` panicked (Instant
+/// overflow) and `--resync 0` spun; both are refused like the file's
+/// out-of-range durations, before anything runs.
+#[test]
+fn resync_out_of_range_is_refused_not_a_panic_or_a_spin() {
+    for bad in ["0", "0s", "500ms", "18446744073709551615s", "25h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lvn"))
+            .args([
+                "run",
+                "--config",
+                "/nonexistent/topology.toml",
+                "--resync",
+                bad,
+            ])
+            .output()
+            .expect("run lvn");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--resync {bad}: {err}");
+        assert!(
+            err.contains("out of range") || err.contains("not a duration"),
+            "--resync {bad}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -3,146 +3,17 @@
 //! address). Short timings: keepalive 1s, expire_after 4s.
 
 mod common;
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/nat.rs"]
 mod nat;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{lvn_bin, run, sh};
+use fleet::*;
 use nat::*;
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(15);
-
-fn topology(extra_nodes: &str, auth: &str) -> String {
-    format!(
-        r#"[network]
-name = "lab"
-overlay = "100.64.0.0/16"
-port = 4789
-vni = 77
-keepalive = "1s"
-expire_after = "4s"
-{auth}
-
-[nodes.hub1]
-role = "hub"
-address = "100.64.0.1"
-endpoint = "{HUB_IP}"
-
-[nodes.a]
-address = "100.64.1.2"
-
-[nodes.c]
-address = "100.64.3.2"
-{extra_nodes}"#
-    )
-}
-
-const NODE_B: &str = "\n[nodes.b]\naddress = \"100.64.1.3\"\n";
-
-struct Fleet {
-    n: NatLab,
-    cfg: PathBuf,
-}
-
-impl Fleet {
-    fn new(tag: &str, text: &str) -> Fleet {
-        let n = NatLab::new(tag);
-        let cfg = n.lab.write_config("topology.toml", text);
-        Fleet { n, cfg }
-    }
-
-    fn dir(&self, node: &str, what: &str) -> String {
-        self.n
-            .lab
-            .dir
-            .path()
-            .join(format!("{node}-{what}"))
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn start_with(&self, ns: &str, node: &str, cfg: &Path, extra: &[&str]) -> NsProcess {
-        let cfg = cfg.to_string_lossy().into_owned();
-        let (state, runs) = (self.dir(node, "state"), self.dir(node, "run"));
-        let mut args = vec![
-            lvn_bin(),
-            "run",
-            "--config",
-            &cfg,
-            "--node",
-            node,
-            "--state-dir",
-            &state,
-            "--run-dir",
-            &runs,
-            "--resync",
-            "2s",
-        ];
-        args.extend_from_slice(extra);
-        self.n.spawn_env(ns, node, &args, &[("LVN_LOG", "info")])
-    }
-
-    fn start(&self, ns: &str, node: &str) -> NsProcess {
-        self.start_with(ns, node, &self.cfg.clone(), &[])
-    }
-
-    fn status(&self, node: &str) -> Option<Value> {
-        let cfg = self.cfg.to_string_lossy().into_owned();
-        let out = run(&[
-            lvn_bin(),
-            "status",
-            "--json",
-            "--config",
-            &cfg,
-            "--run-dir",
-            &self.dir(node, "run"),
-        ]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// The hub's view of `peer`, once it is in `state`.
-    fn wait_peer(&self, peer: &str, state: &str) -> Value {
-        wait_until(WAIT, || {
-            let s = self.status("hub1")?;
-            s["peers"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == peer && p["state"] == state)
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("hub never saw {peer} {state}: {:?}", self.status("hub1")))
-    }
-
-    fn hub_fdb(&self) -> String {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.n.hub,
-            "bridge",
-            "fdb",
-            "show",
-            "dev",
-            "lvn-lab",
-        ])
-    }
-}
-
-fn mapped_port(endpoint: &Value) -> u16 {
-    endpoint
-        .as_str()
-        .and_then(|e| e.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("endpoint ip:port")
-}
 
 #[test]
 fn spokes_behind_nat_get_tunnels_learned_from_their_data_flow() {
@@ -418,7 +289,7 @@ fn live_reload_applies_only_the_diff_and_refuses_an_invalid_file() {
     std::fs::rename(&tmp, &f.cfg).unwrap();
     wait_until(WAIT, || {
         hub.output()
-            .contains("the new file is invalid")
+            .contains("the new file is refused")
             .then_some(())
     })
     .expect("invalid file refused");
@@ -476,7 +347,7 @@ fn restarting_the_hub_daemon_loses_no_ping_and_deletes_nothing() {
     let (sent, got) = ping.finish();
     assert_eq!(sent, got, "no ping lost across the hub's restart");
     let log = hub2.output();
-    assert!(log.contains("restored 2 learned endpoints"), "{log}");
+    assert!(log.contains("restored 2 peers"), "{log}");
     assert!(!log.contains(" - "), "the restart deleted nothing: {log}");
     assert!(!log.contains(" + fdb"), "nor re-added anything: {log}");
 }
