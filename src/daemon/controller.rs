@@ -5,7 +5,6 @@
 //! distinct error. The runner (`runner.rs`) does the I/O.
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -13,11 +12,12 @@ use std::{
 
 use tracing::{debug, error, info, warn};
 
+pub use super::events::{Effect, Event, Loaded, Now, Tally};
 use super::{
     backoff::{Backoff, Report},
     probes::{self, Probe},
     reconciler::{Outcome, Request, must_retire},
-    state::{Saved, SavedPeer},
+    state::{self, Saved},
 };
 use crate::{
     config::Topology,
@@ -38,83 +38,6 @@ pub const COUNTER_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// it is used: one write per half hour, and after a crash, even with a clock
 /// that went back, it resumes above every counter it ever sent.
 pub const COUNTER_RESERVE: u64 = 3_600_000_000_000;
-
-/// The clock, read by the runner only.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub at: Instant,
-    /// Wall clock, nanoseconds since the Unix epoch (keepalive counters).
-    pub wall_ns: u64,
-}
-
-/// A topology file, read and checked off the loop.
-#[derive(Debug)]
-pub struct Loaded {
-    /// What triggered it ("file changed", "SIGHUP").
-    pub why: &'static str,
-    /// SHA-256 of the file's bytes, hex.
-    pub sha256: String,
-    /// The topology and this node's key, or every error, one per line.
-    pub result: Result<(Arc<Topology>, Option<PrivateKey>), Vec<String>>,
-}
-
-pub enum Event {
-    /// A hub's underlay socket saw a keepalive.
-    Keepalive {
-        payload: Vec<u8>,
-        from: SocketAddr,
-        inner: Inner,
-    },
-    /// A spoke's overlay socket received an answer.
-    Answer(Vec<u8>),
-    /// Time passed (the wake-up came).
-    Tick,
-    /// The topology file changed, or SIGHUP.
-    Config(Loaded),
-    /// A reconcile finished.
-    Reconciled(Outcome),
-    /// A state save finished.
-    Saved(Result<(), String>),
-    /// The kernel reported a change to lvn's objects.
-    KernelChanged,
-}
-
-#[derive(Debug)]
-pub enum Effect {
-    Reconcile(Request),
-    /// Send a keepalive or an answer to the node with this overlay address.
-    Send {
-        to: IpAddr,
-        payload: Vec<u8>,
-    },
-    Save(Saved),
-    /// A systemd notification (READY=1, RELOADING=1, STATUS=...).
-    Notify(String),
-}
-
-/// Counts the daemon keeps for status and metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Tally {
-    /// Keepalive counters: sent, received, accepted, rejected_<reason>, ...
-    pub counters: BTreeMap<String, u64>,
-    pub reconcile_ok: u64,
-    pub reconcile_failed: u64,
-    pub reconcile_seconds_sum: f64,
-    /// Changes applied, by (kind, action).
-    pub changes: BTreeMap<(String, String), u64>,
-}
-
-impl Tally {
-    /// Count an event; allocates only the first time a key is seen.
-    pub fn count(&mut self, key: &str, n: u64) {
-        match self.counters.get_mut(key) {
-            Some(v) => *v = v.saturating_add(n),
-            None => {
-                self.counters.insert(key.to_string(), n);
-            }
-        }
-    }
-}
 
 pub struct Controller {
     pub(super) node: String,
@@ -143,7 +66,7 @@ pub struct Controller {
     save_at: Option<Instant>,
     save: Backoff,
     /// The spoke's counter as saved (its reservation).
-    reserved: u64,
+    pub(super) reserved: u64,
     /// SHA-256 of an invalid file already reported.
     pub(super) invalid: Option<(String, String)>,
     ready: bool,
@@ -170,7 +93,7 @@ impl Controller {
         let mut probe = probes::configure(None, &topo, node, key.as_ref())?;
         let mut reserved = 0;
         if saved.node == node || saved.node.is_empty() {
-            restore(&mut probe, saved, now.at);
+            state::restore(&mut probe, saved, now.at);
             reserved = saved.counter;
         } else {
             warn!("saved state belongs to node {}; ignoring it", saved.node);
@@ -570,54 +493,6 @@ impl Controller {
                 self.save_soon(now.at);
             }
         }
-    }
-
-    /// What survives a restart: every peer's endpoint and replay counter,
-    /// expired ones included, and this node's counter reservation.
-    pub fn saved(&self, now: Now) -> Saved {
-        let mut s = Saved {
-            network: self.topo.network.name.clone(),
-            node: self.node.clone(),
-            ..Saved::default()
-        };
-        match &self.probe {
-            Probe::Hub(h) => {
-                let wall = now.wall_ns / 1_000_000_000;
-                for (name, l) in h.live() {
-                    let age = now.at.saturating_duration_since(l.last_seen).as_secs();
-                    s.learned.insert(
-                        name.clone(),
-                        SavedPeer {
-                            endpoint: l.endpoint,
-                            counter: l.counter,
-                            last_seen_unix: wall.saturating_sub(age),
-                            up: l.up,
-                        },
-                    );
-                }
-            }
-            Probe::Spoke(_) => s.counter = self.reserved,
-        }
-        s
-    }
-}
-
-/// Restore what a previous run learned, as heard `now`: a restart neither
-/// expires nor re-learns anyone, and forgets no counter.
-fn restore(probe: &mut Probe, saved: &Saved, now: Instant) {
-    match probe {
-        Probe::Hub(h) => {
-            for (name, p) in &saved.learned {
-                h.restore(name, p.endpoint, p.counter, p.up, now);
-            }
-            if !saved.learned.is_empty() {
-                info!(
-                    "restored {} peers' endpoints and counters",
-                    saved.learned.len()
-                );
-            }
-        }
-        Probe::Spoke(s) => s.restore_counter(saved.counter),
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod backoff;
 mod controller;
+mod events;
 mod metrics;
 mod probes;
 mod reconciler;

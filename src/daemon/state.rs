@@ -1,15 +1,24 @@
 //! What a daemon learned, kept across restarts in the state directory
 //! (`<state-dir>/<network>.json`, written atomically): learned endpoints,
-//! the counters that guard against replays, and this node's own counter.
+//! the counters that guard against replays (expired peers' included), and
+//! this node's own counter reservation; how the controller makes it and
+//! takes it back.
 
 use std::{
     collections::BTreeMap,
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{
+    controller::{Controller, Now},
+    probes::Probe,
+};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvn";
@@ -73,6 +82,56 @@ pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, &p)?;
     std::fs::File::open(state_dir)?.sync_all()
+}
+
+impl Controller {
+    /// What survives a restart: every peer's endpoint and replay counter,
+    /// expired ones included, and this node's counter reservation.
+    pub fn saved(&self, now: Now) -> Saved {
+        let mut s = Saved {
+            network: self.topo.network.name.clone(),
+            node: self.node.clone(),
+            ..Saved::default()
+        };
+        match &self.probe {
+            Probe::Hub(h) => {
+                let wall = now.wall_ns / 1_000_000_000;
+                for (name, l) in h.live() {
+                    let age = now.at.saturating_duration_since(l.last_seen).as_secs();
+                    s.learned.insert(
+                        name.clone(),
+                        SavedPeer {
+                            endpoint: l.endpoint,
+                            counter: l.counter,
+                            last_seen_unix: wall.saturating_sub(age),
+                            up: l.up,
+                        },
+                    );
+                }
+            }
+            Probe::Spoke(_) => s.counter = self.reserved,
+        }
+        s
+    }
+}
+
+/// Restore what a previous run learned, as heard `now`: a restart neither
+/// expires nor re-learns anyone, and forgets no counter.
+pub(super) fn restore(probe: &mut Probe, saved: &Saved, now: Instant) {
+    match probe {
+        Probe::Hub(h) => {
+            for (name, p) in &saved.learned {
+                h.restore(name, p.endpoint, p.counter, p.up, now);
+            }
+            if !saved.learned.is_empty() {
+                info!(
+                    "restored {} peers' endpoints and counters",
+                    saved.learned.len()
+                );
+            }
+        }
+        Probe::Spoke(s) => s.restore_counter(saved.counter),
+    }
 }
 
 #[cfg(test)]
