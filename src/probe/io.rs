@@ -10,79 +10,94 @@
 //!   the reflexive address. The kernel's VXLAN socket still gets the packet.
 
 use std::{
-    io,
-    mem::{size_of, zeroed},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    io::{self, Read},
+    mem::{MaybeUninit, size_of},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::fd::AsRawFd,
 };
 
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 pub use super::hub::Inner;
 use super::wire::{ETHERTYPE, MAX_MESSAGE};
 use crate::reconcile::Mac;
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+/// A non-blocking, close-on-exec socket (socket2 sets close-on-exec).
+fn socket(domain: Domain, ty: Type, proto: Option<Protocol>) -> io::Result<Socket> {
+    Socket::new(domain, ty.nonblocking(), proto)
 }
 
-fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned from here on.
-    let fd = check(unsafe {
-        libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto)
-    })?;
-    // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn attach_filter(fd: &OwnedFd, prog: &[libc::sock_filter]) -> io::Result<()> {
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const _ as *const libc::c_void,
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
+/// A BPF program that accepts nothing: for sockets that only send.
+const DROP_ALL: [SockFilter; 1] = [bpf(0x06, 0, 0, 0)];
 
 /// Packets may have queued before the filter was attached: drop them.
-fn drain(fd: &OwnedFd) {
+fn drain(sock: &Socket) {
     let mut buf = [0u8; 2048];
+    let mut reader = sock;
     for _ in 0..10_000 {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
+        // The socket is non-blocking: an empty queue is an error.
+        if reader.read(&mut buf).is_err() {
             break;
         }
     }
 }
 
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the OwnedFd is ours alone and stays open as long as the AsyncFd.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+/// recvfrom(2) into an initialised buffer.
+fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: recvfrom(2) only writes initialised bytes, so the buffer stays
+    // initialised; socket2's own `Read for Socket` casts the same way.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    sock.recv_from(uninit)
 }
 
-const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
+fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: the Socket is ours alone and stays open as long as the AsyncFd.
+    unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)
+}
+
+const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+    SockFilter::new(code, jt, jf, k)
+}
+
+/// The `sockaddr_ll` of lvn's device `ifindex` for keepalive frames, to
+/// `to` if given (socket2 builds no link-layer addresses itself).
+fn link_addr(ifindex: u32, to: Option<Mac>) -> io::Result<SockAddr> {
+    let ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
+    // SAFETY: the storage handed to the closure is zeroed and large enough
+    // for any address; a sockaddr_ll is written and its length reported.
+    let ((), addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let sll = &mut *storage.cast::<libc::sockaddr_ll>();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETHERTYPE.to_be();
+            sll.sll_ifindex = ifindex;
+            if let Some(mac) = to {
+                sll.sll_halen = 6;
+                sll.sll_addr[..6].copy_from_slice(&mac.0);
+            }
+            *len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            Ok(())
+        })
+    }?;
+    Ok(addr)
+}
+
+/// The link-layer source in a `sockaddr_ll` filled by recvfrom(2).
+fn link_source(addr: &SockAddr) -> Option<Mac> {
+    if addr.family() != libc::AF_PACKET as libc::sa_family_t
+        || (addr.len() as usize) < size_of::<libc::sockaddr_ll>()
+    {
+        return None;
+    }
+    let mut storage = addr.clone().as_storage();
+    // SAFETY: the kernel wrote a whole sockaddr_ll (family and length
+    // checked above) into storage large enough for any address.
+    let sll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&sll.sll_addr[..6]);
+    Some(Mac(mac))
 }
 
 /// A keepalive frame on lvn's device, with the MAC it came from.
@@ -93,7 +108,7 @@ pub struct Frame {
 }
 
 pub struct OverlaySocket {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Socket>,
     ifindex: u32,
 }
 
@@ -101,29 +116,17 @@ impl OverlaySocket {
     /// Open on device `ifindex`. `receive` false: a send-only socket that
     /// drops every frame in the kernel (a hub reads the underlay instead).
     pub fn open(ifindex: u32, receive: bool) -> io::Result<OverlaySocket> {
-        let proto = (ETHERTYPE).to_be() as libc::c_int;
-        let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto)?;
+        let proto = Protocol::from(i32::from(ETHERTYPE.to_be()));
+        let sock = socket(Domain::PACKET, Type::DGRAM, Some(proto))?;
         if !receive {
-            attach_filter(&fd, &[bpf(0x06, 0, 0, 0)])?;
+            sock.attach_filter(&DROP_ALL)?;
         }
-        // SAFETY: zeroed sockaddr_ll is a valid value; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETHERTYPE.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: sll is a valid sockaddr_ll of the given size.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
+        sock.bind(&link_addr(ifindex, None)?)?;
         if !receive {
-            drain(&fd);
+            drain(&sock);
         }
         Ok(OverlaySocket {
-            fd: register(fd)?,
+            fd: register(sock)?,
             ifindex,
         })
     }
@@ -135,25 +138,10 @@ impl OverlaySocket {
     /// Send one frame to `to` (the kernel adds the Ethernet header and
     /// encapsulates it for the FDB entry of `to`).
     pub fn send(&self, to: Mac, payload: &[u8]) -> io::Result<()> {
-        // SAFETY: zeroed sockaddr_ll is a valid value; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETHERTYPE.to_be();
-        sll.sll_ifindex = self.ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&to.0);
-        // SAFETY: payload and sll are valid for the given lengths.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.get_ref().as_raw_fd(),
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                libc::MSG_DONTWAIT,
-                &sll as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        check(n as libc::c_int).map(|_| ())
+        self.fd
+            .get_ref()
+            .send_to(payload, &link_addr(self.ifindex, Some(to))?)
+            .map(|_| ())
     }
 
     pub async fn recv(&self) -> io::Result<Frame> {
@@ -161,25 +149,9 @@ impl OverlaySocket {
             let mut guard = self.fd.readable().await?;
             let r = guard.try_io(|fd| {
                 let mut buf = [0u8; 2048];
-                // SAFETY: zeroed sockaddr_ll is valid; recvfrom fills it.
-                let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-                let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                // SAFETY: buffers are valid for their lengths.
-                let n = unsafe {
-                    libc::recvfrom(
-                        fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                        &mut sll as *mut _ as *mut libc::sockaddr,
-                        &mut len,
-                    )
-                };
-                let n = check(n as libc::c_int)? as usize;
-                let mut from = [0u8; 6];
-                from.copy_from_slice(&sll.sll_addr[..6]);
+                let (n, addr) = recv_from(fd.get_ref(), &mut buf)?;
                 Ok(Frame {
-                    from: Mac(from),
+                    from: link_source(&addr).unwrap_or(Mac([0; 6])),
                     payload: buf[..n.min(MAX_MESSAGE + 1)].to_vec(),
                 })
             });
@@ -210,7 +182,7 @@ pub struct Sighting {
 }
 
 pub struct UnderlaySocket {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Socket>,
     v6: bool,
     encap: Encap,
 }
@@ -221,14 +193,31 @@ const UNDERLAY_RX_BUFFER: libc::c_int = 4 << 20;
 /// Bytes from the UDP header to the keepalive: UDP 8, VXLAN 8, Ethernet 14.
 const INNER: usize = 30;
 
+/// SO_RCVBUFFORCE: a receive buffer past `rmem_max` (needs CAP_NET_ADMIN).
+/// socket2 has no setter for it.
+fn force_recv_buffer(sock: &Socket, size: libc::c_int) -> io::Result<()> {
+    // SAFETY: `size` is a valid c_int for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl UnderlaySocket {
     /// Copies of encapsulated packets to `port` that carry a keepalive.
     pub fn open(v6: bool, port: u16, encap: Encap) -> io::Result<UnderlaySocket> {
-        let fd = if v6 {
-            socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_UDP)?
-        } else {
-            socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP)?
-        };
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let sock = socket(domain, Type::RAW, Some(Protocol::UDP))?;
         // IPv4 raw sockets see the IP header (X = its length); IPv6 ones do not.
         let load_x = if v6 {
             bpf(0x01, 0, 0, 0)
@@ -259,28 +248,15 @@ impl UnderlaySocket {
                 bpf(0x06, 0, 0, 0),               // drop
             ],
         };
-        attach_filter(&fd, &prog)?;
-        drain(&fd);
+        sock.attach_filter(&prog)?;
+        drain(&sock);
         // Room for a mass join while a reconcile runs. FORCE goes past
         // rmem_max (lvn has CAP_NET_ADMIN); fall back to the capped size.
-        let size: libc::c_int = UNDERLAY_RX_BUFFER;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            // SAFETY: `size` is a valid c_int for the duration of the call.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &size as *const _ as *const libc::c_void,
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r == 0 {
-                break;
-            }
+        if force_recv_buffer(&sock, UNDERLAY_RX_BUFFER).is_err() {
+            let _ = sock.set_recv_buffer_size(UNDERLAY_RX_BUFFER as usize);
         }
         Ok(UnderlaySocket {
-            fd: register(fd)?,
+            fd: register(sock)?,
             v6,
             encap,
         })
@@ -300,22 +276,10 @@ impl UnderlaySocket {
 
     fn read_one(&self) -> io::Result<Option<Sighting>> {
         let mut buf = [0u8; 2048];
-        // SAFETY: zeroed sockaddr_storage is valid; recvfrom fills it.
-        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: buffers are valid for their lengths.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.get_ref().as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                &mut ss as *mut _ as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        let n = check(n as libc::c_int)? as usize;
-        Ok(parse_sighting(&buf[..n], self.v6, self.encap, &ss))
+        let (n, addr) = recv_from(self.fd.get_ref(), &mut buf)?;
+        Ok(addr
+            .as_socket()
+            .and_then(|sender| parse_sighting(&buf[..n], self.v6, self.encap, sender.ip())))
     }
 
     pub async fn recv(&self) -> io::Result<Sighting> {
@@ -332,20 +296,13 @@ impl UnderlaySocket {
     }
 }
 
-fn parse_sighting(
-    buf: &[u8],
-    v6: bool,
-    encap: Encap,
-    ss: &libc::sockaddr_storage,
-) -> Option<Sighting> {
-    let (src_ip, udp) = if v6 {
-        // SAFETY: an AF_INET6 raw socket fills a sockaddr_in6.
-        let sin6: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-        (IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)), 0)
+/// A keepalive in what a raw UDP socket read from `sender`: on IPv4 the
+/// packet starts with the IP header, on IPv6 with the UDP header.
+fn parse_sighting(buf: &[u8], v6: bool, encap: Encap, sender: IpAddr) -> Option<Sighting> {
+    let udp = if v6 {
+        0
     } else {
-        let ihl = usize::from(*buf.first()? & 0x0f) * 4;
-        let s = buf.get(12..16)?;
-        (IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3])), ihl)
+        usize::from(*buf.first()? & 0x0f) * 4
     };
     let sport = u16::from_be_bytes([*buf.get(udp)?, *buf.get(udp + 1)?]);
     let (inner, at) = match encap {
@@ -367,7 +324,7 @@ fn parse_sighting(
     };
     let payload = buf.get(at..)?;
     Some(Sighting {
-        from: SocketAddr::new(src_ip, sport),
+        from: SocketAddr::new(sender, sport),
         inner,
         payload: payload[..payload.len().min(MAX_MESSAGE + 1)].to_vec(),
     })
@@ -391,37 +348,14 @@ impl OverlayUdp {
                 "fou overlays are IPv4",
             ));
         };
-        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-        let one: libc::c_int = 1;
-        // SAFETY: `one` is a valid c_int for the duration of the call.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_FREEBIND,
-                &one as *const _ as *const libc::c_void,
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+        let sock = socket(Domain::IPV4, Type::DGRAM, None)?;
+        sock.set_freebind_v4(true)?;
         if !receive {
-            attach_filter(&fd, &[bpf(0x06, 0, 0, 0)])?;
+            sock.attach_filter(&DROP_ALL)?;
         }
-        // SAFETY: zeroed sockaddr_in is valid; fields set below.
-        let mut sin: libc::sockaddr_in = unsafe { zeroed() };
-        sin.sin_family = libc::AF_INET as u16;
-        sin.sin_port = port.to_be();
-        sin.sin_addr.s_addr = u32::from(v4).to_be();
-        // SAFETY: sin is a valid sockaddr_in of the given size.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sin as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        })?;
-        let std = std::net::UdpSocket::from(fd);
+        sock.bind(&SocketAddr::new(v4.into(), port).into())?;
         Ok(OverlayUdp {
-            sock: tokio::net::UdpSocket::from_std(std)?,
+            sock: tokio::net::UdpSocket::from_std(sock.into())?,
             port,
         })
     }
@@ -436,5 +370,63 @@ impl OverlayUdp {
         let mut buf = [0u8; 2048];
         let (n, from) = self.sock.recv_from(&mut buf).await?;
         Ok((from.ip(), buf[..n.min(MAX_MESSAGE + 1)].to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_addresses_round_trip() {
+        let mac = Mac([2, 0x4c, 100, 64, 1, 2]);
+        let addr = link_addr(7, Some(mac)).unwrap();
+        assert_eq!(addr.family(), libc::AF_PACKET as libc::sa_family_t);
+        assert_eq!(link_source(&addr), Some(mac));
+        let ip: SockAddr = SocketAddr::from(([192, 0, 2, 1], 4789)).into();
+        assert_eq!(link_source(&ip), None);
+    }
+
+    /// An IPv4 packet as the raw socket reads it: IP, UDP, VXLAN, Ethernet,
+    /// keepalive.
+    #[test]
+    fn parses_a_vxlan_sighting_over_ipv4() {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&[198, 51, 100, 2, 192, 0, 2, 1]);
+        p.extend_from_slice(&40059u16.to_be_bytes());
+        p.extend_from_slice(&4789u16.to_be_bytes());
+        p.extend_from_slice(&[0; 4]); // UDP length, checksum
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 0, 42, 0]); // VXLAN, VNI 42
+        p.extend_from_slice(&[2, 0x4c, 100, 64, 0, 1]); // destination
+        p.extend_from_slice(&[2, 0x4c, 100, 64, 1, 2]); // source
+        p.extend_from_slice(&ETHERTYPE.to_be_bytes());
+        p.extend_from_slice(b"LVN1");
+        let sender = IpAddr::from([198, 51, 100, 2]);
+        let s = parse_sighting(&p, false, Encap::Vxlan { vni: 42 }, sender).unwrap();
+        assert_eq!(s.from, SocketAddr::new(sender, 40059));
+        assert_eq!(s.inner, Inner::Mac(Mac([2, 0x4c, 100, 64, 1, 2])));
+        assert_eq!(s.payload, b"LVN1");
+        assert!(parse_sighting(&p[..30], false, Encap::Vxlan { vni: 42 }, sender).is_none());
+    }
+
+    /// An IPv6 raw socket reads from the UDP header on; fou carries IPv4.
+    #[test]
+    fn parses_a_fou_sighting_over_ipv6() {
+        let mut p = Vec::new();
+        p.extend_from_slice(&40059u16.to_be_bytes());
+        p.extend_from_slice(&5555u16.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        p.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&[100, 64, 1, 2, 100, 64, 0, 1]);
+        p.extend_from_slice(&[0; 8]); // inner UDP header
+        p.extend_from_slice(b"LVN1");
+        let sender: IpAddr = "2001:db8::7".parse().unwrap();
+        let encap = Encap::Fou {
+            keepalive_port: 5556,
+        };
+        let s = parse_sighting(&p, true, encap, sender).unwrap();
+        assert_eq!(s.from, SocketAddr::new(sender, 40059));
+        assert_eq!(s.inner, Inner::Ip([100, 64, 1, 2].into()));
+        assert_eq!(s.payload, b"LVN1");
     }
 }
