@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    ConfigError, ConfigErrors, Source, parse_endpoint,
+    ConfigError, ConfigErrors, Source, parse_endpoint, parse_public_key,
     raw::{RawNetwork, RawNode, RawTopology},
 };
 
@@ -444,13 +444,8 @@ fn check_node(
     let keepalive = c.duration(&n.keepalive, "keepalive");
     let expire_after = c.duration(&n.expire_after, "expire_after");
     let public_key = n.public_key.as_ref().and_then(|k| {
-        crate::probe::PublicKey::from_base64(k.get_ref().trim())
-            .map_err(|e| {
-                c.err(
-                    k.span(),
-                    format!("public_key of node '{s}' is invalid: {e}"),
-                )
-            })
+        parse_public_key(k.get_ref())
+            .map_err(|e| c.err(k.span(), format!("public_key of node '{s}' {e}")))
             .ok()
     });
     Some(Node {
