@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 
-use super::{ConfigErrors, Topology, parse};
+use super::{ConfigErrors, Datapath, Topology, parse};
 
 const NETWORK: &str = r#"[network]
 name = "ninux"
@@ -23,6 +23,13 @@ endpoint = "198.51.100.1"
 [nodes.alice]
 address = "100.64.1.2"
 "#;
+
+fn topology(network_keys: &str) -> Result<Topology, ConfigErrors> {
+    parse(
+        Path::new("t.toml"),
+        &format!("{NETWORK}{network_keys}{NODES}"),
+    )
+}
 
 /// The one error of a file that must have exactly one: (line, col, message).
 fn one_error(result: Result<Topology, ConfigErrors>) -> (usize, usize, String) {
@@ -94,4 +101,36 @@ fn a_real_public_key_is_accepted() {
     let t = with_public_key(REAL_PUBLIC_KEY).expect("valid");
     let key = t.nodes["alice"].public_key.expect("alice has a key");
     assert_eq!(key.to_base64(), BASE64.encode(hex(REAL_PUBLIC_KEY)));
+}
+
+#[test]
+fn fou_network_without_vni_is_valid() {
+    let t = topology("datapath = \"fou\"\n").expect("valid");
+    assert_eq!(t.network.datapath, Datapath::Fou);
+    assert_eq!(t.network.vni, 0, "fou has no network identifier");
+}
+
+/// A fou file written when vni was still required keeps working: the vni is
+/// range-checked, then ignored.
+#[test]
+fn fou_network_ignores_a_given_vni() {
+    let t = topology("datapath = \"fou\"\nvni = 4242\n").expect("valid");
+    assert_eq!(t.network.vni, 0);
+    let (line, col, message) = one_error(topology("datapath = \"fou\"\nvni = 16777216\n"));
+    assert_eq!((line, col), (6, 7));
+    assert_eq!(message, "vni 16777216 is out of range, expected 0-16777215");
+}
+
+#[test]
+fn vxlan_network_without_vni_is_refused() {
+    for datapath in ["", "datapath = \"vxlan\"\n"] {
+        let (line, col, message) = one_error(topology(datapath));
+        assert_eq!((line, col), (1, 1), "{message}");
+        assert!(
+            message.starts_with("network has no vni: datapath \"vxlan\" needs one"),
+            "{message}"
+        );
+    }
+    let t = topology("vni = 4242\n").expect("valid");
+    assert_eq!((t.network.datapath, t.network.vni), (Datapath::Vxlan, 4242));
 }
