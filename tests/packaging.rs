@@ -5,7 +5,8 @@
 //! - The unit agrees with lvn: directories, environment, flags.
 //! - packaging/build-deb makes a package (with this test build's binary, to
 //!   stay fast) holding the binary, the unit, the man page, completions and
-//!   an example /etc/lvn/topology.toml; dpkg installs it into a clean root,
+//!   an example /etc/lvn/topology.toml, and a DEP-5 copyright file naming
+//!   both licences (MIT or Apache-2.0); dpkg installs it into a clean root,
 //!   the installed lvn checks the installed example, and dpkg removes and
 //!   purges it again.
 //!
@@ -273,6 +274,74 @@ fn unit_agrees_with_lvn() {
         .arg("--help"));
 }
 
+/// The text of a DEP-5 stand-alone `License: NAME` paragraph, its
+/// continuation lines unfolded (" ." is an empty line).
+fn license_paragraph(copyright: &str, name: &str) -> Option<String> {
+    let start = copyright.find(&format!("\n\nLicense: {name}\n"))?;
+    let body = copyright[start..].lines().skip(3);
+    let text: Vec<&str> = body
+        .take_while(|l| l.starts_with(' '))
+        .map(|l| if l == " ." { "" } else { &l[1..] })
+        .collect();
+    Some(text.join("\n"))
+}
+
+/// /usr/share/doc/lvn/copyright: machine-readable (DEP-5), every file MIT
+/// or Apache-2.0, each licence with its own paragraph.
+fn check_copyright(copyright: &str) {
+    assert!(
+        copyright.starts_with(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        ),
+        "{copyright}"
+    );
+    assert!(
+        copyright
+            .contains("\n\nFiles: *\nCopyright: the lvn developers\nLicense: MIT or Apache-2.0\n"),
+        "{copyright}"
+    );
+    let mit = license_paragraph(copyright, "MIT").expect("a License: MIT paragraph");
+    assert!(mit.starts_with("Permission is hereby granted"), "{mit}");
+    let apache =
+        license_paragraph(copyright, "Apache-2.0").expect("a License: Apache-2.0 paragraph");
+    assert!(
+        apache.starts_with("Licensed under the Apache License, Version 2.0"),
+        "{apache}"
+    );
+    assert!(
+        apache.contains("/usr/share/common-licenses/Apache-2.0"),
+        "{apache}"
+    );
+}
+
+/// The crate's licence, its licence files and the package's copyright file
+/// say the same thing.
+#[test]
+fn licence_is_mit_or_apache_everywhere() {
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "MIT OR Apache-2.0");
+    let copyright = read(&repo("packaging/debian/copyright"));
+    check_copyright(&copyright);
+    let mit = read(&repo("LICENSE-MIT"));
+    let (holder, text) = mit
+        .split_once("\n\n")
+        .expect("LICENSE-MIT: a copyright line first");
+    assert_eq!(holder, "Copyright (c) the lvn developers");
+    assert_eq!(
+        license_paragraph(&copyright, "MIT").as_deref(),
+        Some(text.trim_end())
+    );
+    let apache = read(&repo("LICENSE-APACHE"));
+    assert!(apache.contains("Apache License\n"), "LICENSE-APACHE");
+    assert!(
+        apache.contains("Version 2.0, January 2004"),
+        "LICENSE-APACHE"
+    );
+    assert!(
+        apache.trim_end().ends_with("END OF TERMS AND CONDITIONS"),
+        "LICENSE-APACHE"
+    );
+}
+
 /// The paths in a .deb, as `dpkg-deb -c` lists them ("./usr/bin/lvn").
 fn deb_paths(deb: &Path) -> BTreeSet<String> {
     ok(Command::new("dpkg-deb").arg("-c").arg(deb))
@@ -420,6 +489,13 @@ fn debian_package_installs_into_a_clean_root_and_checks_its_example() {
             .mode();
         assert_eq!(mode & 0o111, 0o111, "{script} is executable");
     }
+
+    // The copyright file is the repository's DEP-5 file, both licences in it.
+    let extracted = tmp.path().join("extracted");
+    ok(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&extracted));
+    let copyright = read(&extracted.join("usr/share/doc/lvn/copyright"));
+    check_copyright(&copyright);
+    assert_eq!(copyright, read(&repo("packaging/debian/copyright")));
 
     // Install into a clean root.
     let root = tmp.path().join("root");

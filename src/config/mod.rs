@@ -7,11 +7,15 @@
 
 mod endpoint;
 mod error;
+mod public_key;
 mod raw;
 mod validate;
+#[cfg(test)]
+mod validate_tests;
 
 pub use endpoint::parse_endpoint;
 pub use error::{ConfigError, ConfigErrors};
+pub use public_key::parse_public_key;
 pub use raw::{RawTopology, schema_json};
 pub use validate::{
     Auth, DEFAULT_EXPIRE_AFTER, DEFAULT_KEEPALIVE, Datapath, Network, Node, Role, Topology,

@@ -26,6 +26,11 @@ pub struct RawTopology {
 /// Settings shared by every node of the network.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// `vni` is required unless `datapath` is "fou", as validation says.
+#[schemars(extend(
+    "if" = { "properties": { "datapath": { "const": "fou" } }, "required": ["datapath"] },
+    "else" = { "required": ["vni"] }
+))]
 pub struct RawNetwork {
     /// 1-11 characters of [a-z0-9-]; the device is `lvn-<name>` unless `device` is set.
     #[schemars(with = "String", regex(pattern = r"^[a-z0-9-]{1,11}$"))]
@@ -44,9 +49,11 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<String>", extend("enum" = ["vxlan", "fou"]))]
     pub datapath: Option<Spanned<String>>,
-    /// VXLAN network identifier, 0-16777215.
-    #[schemars(with = "u32", range(max = 16_777_215))]
-    pub vni: Spanned<i64>,
+    /// VXLAN network identifier, 0-16777215. Required with datapath "vxlan";
+    /// ignored with "fou" (ipip carries no network identifier).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>", range(max = 16_777_215))]
+    pub vni: Option<Spanned<i64>>,
     /// Overlay MTU; default: underlay MTU minus encapsulation overhead.
     #[serde(default)]
     #[schemars(with = "Option<u32>", range(min = 68, max = 65535))]

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    ConfigError, ConfigErrors, Source, parse_endpoint,
+    ConfigError, ConfigErrors, Source, parse_endpoint, parse_public_key,
     raw::{RawNetwork, RawNode, RawTopology},
 };
 
@@ -71,6 +71,8 @@ pub struct Network {
     pub overlay: IpNet,
     pub port: u16,
     pub datapath: Datapath,
+    /// The VXLAN network identifier; 0 with datapath fou, which has none
+    /// (a vni written in the file is ignored there).
     pub vni: u32,
     pub mtu: Option<u32>,
     /// Default keepalive interval of spokes.
@@ -188,7 +190,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         source,
         errors: Vec::new(),
     };
-    let (network, overlay, port) = check_network(&mut c, raw.network.get_ref());
+    let (network, overlay, port) = check_network(&mut c, &raw.network);
     let raw_nodes = match &raw.nodes {
         Some(n) if !n.get_ref().is_empty() => n,
         other => {
@@ -231,7 +233,11 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
 
 /// The checked network, plus the parts node checks can use even when
 /// another part of `[network]` is wrong (so one pass reports everything).
-fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<IpNet>, u16) {
+fn check_network(
+    c: &mut Checker,
+    network: &Spanned<RawNetwork>,
+) -> (Option<Network>, Option<IpNet>, u16) {
+    let (n, at) = (network.get_ref(), network.span());
     let name = n.name.get_ref();
     let name_ok = !name.is_empty()
         && name.len() <= MAX_NETWORK_NAME
@@ -296,13 +302,6 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
             format!("port {port} is out of range, expected 1-{MAX_PORT} (the source port is pinned with the range port..port+1, and port+1 must fit in 16 bits)"),
         );
     }
-    let vni = *n.vni.get_ref();
-    if !(0..=MAX_VNI).contains(&vni) {
-        c.err(
-            n.vni.span(),
-            format!("vni {vni} is out of range, expected 0-{MAX_VNI}"),
-        );
-    }
     let datapath = match n.datapath.as_ref().map(|d| d.get_ref().as_str()) {
         None | Some("vxlan") => Some(Datapath::Vxlan),
         Some("fou") => Some(Datapath::Fou),
@@ -321,6 +320,7 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
             None
         }
     };
+    let vni = check_vni(c, n, at, datapath);
     let min_mtu = match overlay {
         Some(IpNet::V6(_)) => 1280,
         _ => 68,
@@ -373,7 +373,7 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
             overlay: overlay?,
             port: port?,
             datapath: datapath?,
-            vni: u32::try_from(vni).ok()?,
+            vni: vni?,
             mtu,
             keepalive,
             expire_after,
@@ -382,6 +382,43 @@ fn check_network(c: &mut Checker, n: &RawNetwork) -> (Option<Network>, Option<Ip
     })()
     .filter(|_| name_ok);
     (network, overlay, port.unwrap_or(DEFAULT_PORT))
+}
+
+/// The VXLAN network identifier: required with "vxlan", range-checked but
+/// ignored (0) with "fou". Accepting a vni with fou keeps files written when
+/// it was required for every datapath valid, and switching datapath back and
+/// forth a one-line edit; fou itself has no identifier to put it in.
+fn check_vni(
+    c: &mut Checker,
+    n: &RawNetwork,
+    network_at: Range<usize>,
+    datapath: Option<Datapath>,
+) -> Option<u32> {
+    let vni = match &n.vni {
+        Some(v) => {
+            let vni = *v.get_ref();
+            let ok = u32::try_from(vni).ok().filter(|v| i64::from(*v) <= MAX_VNI);
+            if ok.is_none() {
+                c.err(
+                    v.span(),
+                    format!("vni {vni} is out of range, expected 0-{MAX_VNI}"),
+                );
+            }
+            ok
+        }
+        None if datapath == Some(Datapath::Vxlan) => {
+            c.err(
+                network_at,
+                format!("network has no vni: datapath \"vxlan\" needs one, e.g. vni = 4242 (0-{MAX_VNI}); only datapath \"fou\" does without"),
+            );
+            None
+        }
+        None => Some(0),
+    };
+    match datapath? {
+        Datapath::Vxlan => vni,
+        Datapath::Fou => vni.map(|_| 0),
+    }
 }
 
 fn check_node(
@@ -444,13 +481,8 @@ fn check_node(
     let keepalive = c.duration(&n.keepalive, "keepalive");
     let expire_after = c.duration(&n.expire_after, "expire_after");
     let public_key = n.public_key.as_ref().and_then(|k| {
-        crate::probe::PublicKey::from_base64(k.get_ref().trim())
-            .map_err(|e| {
-                c.err(
-                    k.span(),
-                    format!("public_key of node '{s}' is invalid: {e}"),
-                )
-            })
+        parse_public_key(k.get_ref())
+            .map_err(|e| c.err(k.span(), format!("public_key of node '{s}' {e}")))
             .ok()
     });
     Some(Node {
