@@ -1,8 +1,10 @@
 //! Datapaths turn plans into kernel state. The trait has two verbs:
 //! `observe` reads what lvn owns (and what it must stay away from),
-//! `apply` carries out a plan's steps in order. `vxlan.rs` does it with
-//! netlink against the real kernel; `fake.rs` keeps an in-memory kernel for
-//! property tests of the planner.
+//! `apply` carries out a plan's steps in order. `kernel/` does it with
+//! rtnetlink, generic netlink (`fou_genl.rs`) and /proc/sys against the
+//! real kernel, for datapaths "vxlan" and "fou"; `fake.rs` keeps an
+//! in-memory kernel for property tests of the planner and for tests of
+//! what drives a datapath.
 
 pub mod fake;
 pub mod fou_genl;
