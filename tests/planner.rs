@@ -7,6 +7,7 @@ use std::{net::IpAddr, path::Path};
 use lvn::{
     config::{self, Topology},
     datapath::fake::FakeKernel,
+    naming::Setting,
     reconcile::{self, Action, Desired, Object, Observed, Plan, RouteKey, Underlay, render},
 };
 use proptest::prelude::*;
@@ -38,9 +39,9 @@ fn underlay() -> Underlay {
 
 fn kernel() -> FakeKernel {
     let mut k = FakeKernel::default();
-    k.observed.sysctl_defaults = [("forwarding", "0"), ("send_redirects", "1")]
+    k.observed.sysctl_defaults = [(Setting::Forwarding, "0"), (Setting::SendRedirects, "1")]
         .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .map(|(a, b)| (a, b.to_string()))
         .collect();
     k.observed.underlay = underlay();
     k
@@ -354,7 +355,7 @@ proptest! {
                 Object::Fdb(f) => f.dev.clone(),
                 Object::Neigh(n) => n.dev.clone(),
                 Object::Route(r) => r.dev.clone(),
-                Object::Sysctl(x) => x.key.clone(),
+                Object::Sysctl(x) => x.key.to_string(),
                 Object::Tunnel(t) => t.name.clone(),
                 Object::Fou(f) => format!("fou {}", f.port),
             };

@@ -3,7 +3,10 @@
 //! so a test can check that they survive.
 
 use super::{ApplyReport, Datapath, DatapathError, Scope};
-use crate::reconcile::{Action, Object, Observed, Plan, Sysctl, sysctl_key};
+use crate::{
+    naming::{Family, SysctlKey},
+    reconcile::{Action, Object, Observed, Plan, Sysctl},
+};
 
 #[derive(Debug, Clone)]
 pub struct FakeKernel {
@@ -11,8 +14,8 @@ pub struct FakeKernel {
     pub observed: Observed,
     /// Writes applied so far.
     pub writes: usize,
-    /// Overlay family of the device's settings ("ipv4" or "ipv6").
-    pub sysctl_family: &'static str,
+    /// Overlay family of the devices' settings.
+    pub sysctl_family: Family,
 }
 
 impl Default for FakeKernel {
@@ -20,7 +23,7 @@ impl Default for FakeKernel {
         FakeKernel {
             observed: Observed::default(),
             writes: 0,
-            sysctl_family: "ipv4",
+            sysctl_family: Family::Ipv4,
         }
     }
 }
@@ -61,8 +64,8 @@ impl FakeKernel {
                 }
                 if fresh {
                     // A new device starts with the kernel's default settings.
-                    for (setting, value) in &self.observed.sysctl_defaults {
-                        let key = sysctl_key(self.sysctl_family, &l.name, setting);
+                    for (&setting, value) in &self.observed.sysctl_defaults {
+                        let key = SysctlKey::new(self.sysctl_family, &l.name, setting);
                         let value = value.clone();
                         s.sysctls.insert(key.clone(), Sysctl { key, value });
                     }
@@ -105,12 +108,11 @@ impl FakeKernel {
                     s.tunnels.remove(&t.name);
                     s.addresses.retain(|k, _| k.dev != t.name);
                     s.routes.retain(|_, r| r.dev != t.name);
-                    let dev = format!(".{}.", t.name);
-                    s.sysctls.retain(|k, _| !k.contains(&dev));
+                    s.sysctls.retain(|k, _| k.device != t.name);
                 } else {
                     if !s.tunnels.contains_key(&t.name) {
-                        for (setting, value) in &self.observed.sysctl_defaults {
-                            let key = sysctl_key(self.sysctl_family, &t.name, setting);
+                        for (&setting, value) in &self.observed.sysctl_defaults {
+                            let key = SysctlKey::new(self.sysctl_family, &t.name, setting);
                             let value = value.clone();
                             s.sysctls.insert(key.clone(), Sysctl { key, value });
                         }

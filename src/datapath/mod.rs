@@ -15,12 +15,6 @@ use ipnet::IpNet;
 
 use crate::reconcile::{Observed, Plan, Step};
 
-/// Alias lvn writes on the devices it creates: `lvn:<network>`. A device
-/// without it is not lvn's, whatever its name.
-pub fn owner_alias(network: &str) -> String {
-    format!("lvn:{network}")
-}
-
 /// What a datapath looks at for one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {

@@ -20,8 +20,8 @@ use crate::{
     datapath::{
         ApplyReport, DatapathError, Scope,
         netlink::{IN_FLIGHT, Mode},
-        owner_alias,
     },
+    naming::{owner_alias, tunnel_alias},
     reconcile::{Action, Object, Plan, Step, Tunnel},
 };
 
@@ -153,7 +153,7 @@ impl Kernel {
                 let m = tunnel_message(t);
                 self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Create, op)
                     .await?;
-                let alias = format!("{}:{}", owner_alias(&scope.network), t.peer);
+                let alias = tunnel_alias(&scope.network, &t.peer);
                 report.writes += 1;
                 self.link_request(
                     RouteNetlinkMessage::SetLink(alias_message(&t.name, alias)),

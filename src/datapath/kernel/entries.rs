@@ -22,7 +22,8 @@ use rtnetlink::packet_route::{
 use super::{family_of, sysctl::write_sysctl};
 use crate::{
     datapath::netlink::{Mode, Netlink},
-    reconcile::{Action, Address, Fdb, Mac, Neigh, Object, ROUTE_PROTOCOL, Route, Step},
+    naming::{Mac, ROUTE_PROTOCOL},
+    reconcile::{Action, Address, Fdb, Neigh, Object, Route, Step},
 };
 
 /// The device an entry lives on.

@@ -12,7 +12,10 @@ use rtnetlink::{
     },
 };
 
-use crate::reconcile::{Family, Link, Mac, Tunnel};
+use crate::{
+    naming::{Family, Mac},
+    reconcile::{Link, Tunnel},
+};
 
 /// The device's alias (IFLA_IFALIAS): lvn's mark of ownership.
 pub(super) fn link_alias(l: &LinkMessage) -> Option<&str> {

@@ -28,8 +28,9 @@ use super::{
 };
 use crate::{
     config,
-    datapath::{DatapathError, Scope, owner_alias},
-    reconcile::{Address, Fdb, Link, Mac, Neigh, Observed, ROUTE_PROTOCOL, Route, RouteKey},
+    datapath::{DatapathError, Scope},
+    naming::{Mac, ROUTE_PROTOCOL, owner_alias, tunnel_peer},
+    reconcile::{Address, Fdb, Link, Neigh, Observed, Route, RouteKey},
 };
 
 impl Kernel {
@@ -74,7 +75,6 @@ impl Kernel {
             .await
             .map_err(nl_err("listing links"))?;
         let alias = owner_alias(&scope.network);
-        let tunnel_alias = format!("{alias}:");
         let mut vxlan = None;
         let mut owned: BTreeMap<u32, String> = BTreeMap::new();
         for m in links {
@@ -94,7 +94,7 @@ impl Kernel {
                     Err(what) => obs.foreign_link = Some(what),
                 }
             } else if let Some(peer) = link_alias(&l)
-                .and_then(|a| a.strip_prefix(&tunnel_alias))
+                .and_then(|a| tunnel_peer(a, &scope.network))
                 .map(str::to_string)
                 && let Some(t) = parse_tunnel(&l, &name, &peer)
             {

@@ -2,21 +2,16 @@
 //! read for lvn's devices and for `default` (what a new device starts
 //! with), written as plain files.
 
-use std::{collections::BTreeMap, io};
+use std::{collections::BTreeMap, io, path::Path};
 
 use ipnet::IpNet;
 
-use crate::reconcile::{Observed, Sysctl, sysctl_key};
+use crate::{
+    naming::{Family, Setting, SysctlKey},
+    reconcile::{Observed, Sysctl},
+};
 
-/// Device settings lvn reads and writes, per overlay family.
-fn settings(overlay: &IpNet) -> (&'static str, &'static [&'static str]) {
-    match overlay {
-        IpNet::V4(_) => ("ipv4", &["forwarding", "send_redirects"]),
-        IpNet::V6(_) => ("ipv6", &["forwarding"]),
-    }
-}
-
-fn read_sysctl(path: &str) -> Option<String> {
+fn read_sysctl(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
@@ -24,21 +19,22 @@ fn read_sysctl(path: &str) -> Option<String> {
 
 /// The values a new device starts with (`net.<family>.conf.default.*`).
 pub(super) fn observe_defaults(overlay: &IpNet, obs: &mut Observed) {
-    let (fam, names) = settings(overlay);
-    for setting in names {
-        if let Some(v) = read_sysctl(&format!("/proc/sys/net/{fam}/conf/default/{setting}")) {
-            obs.sysctl_defaults.insert(setting.to_string(), v);
+    let family = Family::of(overlay.addr());
+    for &setting in Setting::managed(family) {
+        let key = SysctlKey::default_for(family, setting);
+        if let Some(v) = read_sysctl(&key.proc_path()) {
+            obs.sysctl_defaults.insert(setting, v);
         }
     }
 }
 
 /// The settings of every device lvn owns.
 pub(super) fn observe_settings(overlay: &IpNet, owned: &BTreeMap<u32, String>, obs: &mut Observed) {
-    let (fam, names) = settings(overlay);
+    let family = Family::of(overlay.addr());
     for dev in owned.values() {
-        for setting in names {
-            let key = sysctl_key(fam, dev, setting);
-            if let Some(value) = read_sysctl(&Sysctl::proc_path(&key)) {
+        for &setting in Setting::managed(family) {
+            let key = SysctlKey::new(family, dev, setting);
+            if let Some(value) = read_sysctl(&key.proc_path()) {
                 obs.state.sysctls.insert(key.clone(), Sysctl { key, value });
             }
         }
@@ -46,6 +42,5 @@ pub(super) fn observe_settings(overlay: &IpNet, owned: &BTreeMap<u32, String>, o
 }
 
 pub(super) async fn write_sysctl(x: &Sysctl) -> io::Result<()> {
-    let path = Sysctl::proc_path(&x.key);
-    tokio::fs::write(&path, format!("{}\n", x.value)).await
+    tokio::fs::write(x.key.proc_path(), format!("{}\n", x.value)).await
 }
