@@ -21,7 +21,6 @@ use super::{
     Kernel,
     entries::{mac_of, neigh_ip, route_ip},
     family_of,
-    fou::check_fou_support,
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
     nl_err,
     sysctl::{observe_defaults, observe_settings},
@@ -38,7 +37,7 @@ impl Kernel {
     pub(super) async fn observe_scope(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
         if scope.datapath == config::Datapath::Fou {
-            check_fou_support()?;
+            self.check_fou().await?;
         }
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
