@@ -110,4 +110,9 @@ pub(crate) mod libc_errno {
 pub trait Datapath {
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError>;
     async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError>;
+    /// Interface index of lvn's device `device`, as last observed or
+    /// created; `None` if lvn has no such device. A device deleted and
+    /// created again has a new index, which is how a caller holding a
+    /// socket bound to the old one knows to reopen it.
+    fn ifindex(&self, device: &str) -> Option<u32>;
 }

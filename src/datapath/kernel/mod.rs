@@ -35,11 +35,6 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Index of lvn's device as last observed or created.
-    pub fn ifindex(&self, device: &str) -> Option<u32> {
-        self.index.get(device).copied()
-    }
-
     /// Connect in the current network namespace (inside a tokio runtime).
     pub fn connect() -> io::Result<Kernel> {
         Ok(Kernel {
@@ -57,6 +52,10 @@ impl Datapath for Kernel {
 
     async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {
         self.apply_plan(scope, plan).await
+    }
+
+    fn ifindex(&self, device: &str) -> Option<u32> {
+        self.index.get(device).copied()
     }
 }
 
