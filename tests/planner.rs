@@ -8,6 +8,7 @@ use futures::executor::block_on;
 use lvn::{
     config::{self, Topology},
     datapath::{Datapath, Scope, fake::FakeKernel},
+    naming::Setting,
     reconcile::{self, Action, Desired, Object, Observed, Plan, RouteKey, Underlay, render},
 };
 use proptest::prelude::*;
@@ -39,9 +40,9 @@ fn underlay() -> Underlay {
 
 fn kernel() -> FakeKernel {
     let mut k = FakeKernel::default();
-    k.observed.sysctl_defaults = [("forwarding", "0"), ("send_redirects", "1")]
+    k.observed.sysctl_defaults = [(Setting::Forwarding, "0"), (Setting::SendRedirects, "1")]
         .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .map(|(a, b)| (a, b.to_string()))
         .collect();
     k.observed.underlay = underlay();
     k
@@ -374,7 +375,7 @@ proptest! {
                 Object::Fdb(f) => f.dev.clone(),
                 Object::Neigh(n) => n.dev.clone(),
                 Object::Route(r) => r.dev.clone(),
-                Object::Sysctl(x) => x.key.clone(),
+                Object::Sysctl(x) => x.key.to_string(),
                 Object::Tunnel(t) => t.name.clone(),
                 Object::Fou(f) => format!("fou {}", f.port),
             };

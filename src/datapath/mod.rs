@@ -1,8 +1,10 @@
 //! Datapaths turn plans into kernel state. The trait has two verbs:
 //! `observe` reads what lvn owns (and what it must stay away from),
-//! `apply` carries out a plan's steps in order. `vxlan.rs` does it with
-//! netlink against the real kernel; `fake.rs` keeps an in-memory kernel for
-//! property tests of the planner.
+//! `apply` carries out a plan's steps in order. `kernel/` does it with
+//! rtnetlink, generic netlink (`fou_genl.rs`) and /proc/sys against the
+//! real kernel, for datapaths "vxlan" and "fou"; `fake.rs` keeps an
+//! in-memory kernel for property tests of the planner and for tests of
+//! what drives a datapath.
 
 pub mod fake;
 pub mod fou_genl;
@@ -12,12 +14,6 @@ mod netlink;
 use ipnet::IpNet;
 
 use crate::reconcile::{Observed, Plan, Step};
-
-/// Alias lvn writes on the devices it creates: `lvn:<network>`. A device
-/// without it is not lvn's, whatever its name.
-pub fn owner_alias(network: &str) -> String {
-    format!("lvn:{network}")
-}
 
 /// What a datapath looks at for one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +110,9 @@ pub(crate) mod libc_errno {
 pub trait Datapath {
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError>;
     async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError>;
-    /// Index of a device, if it exists.
+    /// Interface index of lvn's device `device`, as last observed or
+    /// created; `None` if lvn has no such device. A device deleted and
+    /// created again has a new index, which is how a caller holding a
+    /// socket bound to the old one knows to reopen it.
     fn ifindex(&self, device: &str) -> Option<u32>;
 }

@@ -10,10 +10,13 @@ use std::{
 use ipnet::IpNet;
 
 use super::{
-    AddrKey, Address, Family, Fdb, Fou, Link, Mac, Neigh, Reason, Route, RouteKey, State, Sysctl,
-    Tunnel, Underlay,
+    AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Route, RouteKey, State, Sysctl, Tunnel,
+    Underlay,
 };
-use crate::config::{Datapath, Node, Role, Topology};
+use crate::{
+    config::{Datapath, Node, Role, Topology},
+    naming::{Family, Mac, Setting, SysctlKey, tunnel_name},
+};
 
 /// Bytes FOU adds over IPv4: outer IPv4 (20) and UDP (8).
 pub const FOU_OVERHEAD_V4: u32 = 28;
@@ -38,7 +41,7 @@ pub enum ObjectKey {
     Fdb(Mac),
     Neigh(IpAddr),
     Route(RouteKey),
-    Sysctl(String),
+    Sysctl(SysctlKey),
 }
 
 /// What the keepalive probe knows, as the planner needs it: endpoints learned
@@ -177,11 +180,8 @@ fn route_metric(topo: &Topology) -> u32 {
     }
 }
 
-fn overlay_family(topo: &Topology) -> &'static str {
-    match topo.network.overlay {
-        IpNet::V4(_) => "ipv4",
-        IpNet::V6(_) => "ipv6",
-    }
+fn overlay_family(topo: &Topology) -> Family {
+    Family::of(topo.network.overlay.addr())
 }
 
 fn add_route(d: &mut Desired, r: Route, reason: Reason) {
@@ -203,14 +203,14 @@ fn add_address(d: &mut Desired, a: Address, me: &Node) {
 fn add_settings(d: &mut Desired, topo: &Topology, me: &Node, dev: &str, redirects: bool) {
     let fam = overlay_family(topo);
     let forwarding = if me.role == Role::Hub { "1" } else { "0" };
-    let mut settings = vec![("forwarding", forwarding)];
-    if redirects && me.role == Role::Hub && fam == "ipv4" {
+    let mut settings = vec![(Setting::Forwarding, forwarding)];
+    if redirects && me.role == Role::Hub && fam == Family::Ipv4 {
         // Spokes reach each other through the hub on purpose; a redirect
         // would only tell them to try a path that does not exist.
-        settings.push(("send_redirects", "0"));
+        settings.push((Setting::SendRedirects, "0"));
     }
     for (setting, value) in settings {
-        let key = sysctl_key(fam, dev, setting);
+        let key = SysctlKey::new(fam, dev, setting);
         d.reasons.insert(
             ObjectKey::Sysctl(key.clone()),
             Reason::Role { role: me.role },
@@ -424,23 +424,6 @@ fn fou(
         add_route(d, r, why);
         add_settings(d, topo, me, &name, false);
     }
-}
-
-/// The tunnel device of `peer` in `network`: `l` + up to 6 characters of
-/// the network + `-` + 7 hex digits of a hash of both names (15 in all).
-pub fn tunnel_name(network: &str, peer: &str) -> String {
-    // FNV-1a: stable across versions and platforms, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in network.bytes().chain([0]).chain(peer.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let short: String = network.chars().take(6).collect();
-    format!("l{short}-{:07x}", h & 0x0fff_ffff)
-}
-
-pub fn sysctl_key(family: &str, dev: &str, setting: &str) -> String {
-    format!("net.{family}.conf.{dev}.{setting}")
 }
 
 /// The overlay MTU and a phrase saying where it came from.

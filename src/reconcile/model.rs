@@ -4,67 +4,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt,
     net::IpAddr,
 };
 
 use ipnet::IpNet;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-/// A MAC address. lvn derives every node's MAC from its overlay address, so
-/// nodes never have to exchange MACs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// `02:4c:` + the IPv4 address (locally administered, unicast); IPv6
-    /// overlay addresses use `02:4d:` + their last 32 bits.
-    pub fn for_overlay(ip: IpAddr) -> Mac {
-        let (tag, tail) = match ip {
-            IpAddr::V4(v4) => (0x4c, v4.octets()),
-            IpAddr::V6(v6) => {
-                let o = v6.octets();
-                (0x4d, [o[12], o[13], o[14], o[15]])
-            }
-        };
-        Mac([0x02, tag, tail[0], tail[1], tail[2], tail[3]])
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Underlay address family of a network's encapsulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn of(ip: IpAddr) -> Family {
-        if ip.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }
-    }
-}
+use crate::naming::{Family, Mac, Setting, SysctlKey};
 
 /// The VXLAN device of a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -198,31 +144,11 @@ impl Route {
     }
 }
 
-/// A per-device kernel setting under /proc/sys, e.g.
-/// `net.ipv4.conf.lvn-ninux.forwarding`.
+/// A per-device kernel setting and the value lvn wants or found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sysctl {
-    pub key: String,
+    pub key: SysctlKey,
     pub value: String,
-}
-
-impl Sysctl {
-    /// Path under /proc/sys. Dots in the device name stay dots there, so
-    /// the key is split on its fixed structure, not on every dot.
-    pub fn proc_path(key: &str) -> String {
-        // net.<family>.conf.<dev>.<setting>
-        let mut parts = key.splitn(4, '.');
-        let (a, b, c, rest) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        match rest.rsplit_once('.') {
-            Some((dev, setting)) => format!("/proc/sys/{a}/{b}/{c}/{dev}/{setting}"),
-            None => format!("/proc/sys/{a}/{b}/{c}/{rest}"),
-        }
-    }
 }
 
 /// Everything lvn wants (or owns) for one network on one node.
@@ -235,7 +161,7 @@ pub struct State {
     pub fdb: BTreeMap<Mac, Fdb>,
     pub neighbours: BTreeMap<IpAddr, Neigh>,
     pub routes: BTreeMap<RouteKey, Route>,
-    pub sysctls: BTreeMap<String, Sysctl>,
+    pub sysctls: BTreeMap<SysctlKey, Sysctl>,
 }
 
 impl State {
@@ -271,8 +197,8 @@ pub struct Observed {
     pub foreign_routes: BTreeMap<RouteKey, String>,
     /// Non-permanent neighbour entries the kernel made on lvn's device.
     pub kernel_neighbours: BTreeSet<IpAddr>,
-    /// Values a new device starts with (`net.<family>.conf.default.*`), by setting name.
-    pub sysctl_defaults: BTreeMap<String, String>,
+    /// Values a new device starts with (`net.<family>.conf.default.*`).
+    pub sysctl_defaults: BTreeMap<Setting, String>,
     pub underlay: Underlay,
 }
 
@@ -308,26 +234,6 @@ impl Underlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_from_overlay_address() {
-        let m = Mac::for_overlay("100.64.1.2".parse().unwrap());
-        assert_eq!(m.to_string(), "02:4c:64:40:01:02");
-        let m = Mac::for_overlay("fd00::1:2".parse().unwrap());
-        assert_eq!(m.to_string(), "02:4d:00:01:00:02");
-    }
-
-    #[test]
-    fn sysctl_path_keeps_dots_in_device_names() {
-        assert_eq!(
-            Sysctl::proc_path("net.ipv4.conf.lvn-ninux.forwarding"),
-            "/proc/sys/net/ipv4/conf/lvn-ninux/forwarding"
-        );
-        assert_eq!(
-            Sysctl::proc_path("net.ipv4.conf.my.dev.send_redirects"),
-            "/proc/sys/net/ipv4/conf/my.dev/send_redirects"
-        );
-    }
 
     #[test]
     fn longest_prefix_wins() {

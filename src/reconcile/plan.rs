@@ -356,13 +356,8 @@ fn fresh_state(
         .map(|l| l.name.as_str())
         .filter(|_| fresh_link);
     for (k, x) in &want.sysctls {
-        // net.<family>.conf.<dev>.<setting>
-        let Some((rest, setting)) = k.rsplit_once('.') else {
-            continue;
-        };
-        let on_new = link.is_some_and(|l| rest.ends_with(&format!(".{l}")))
-            || new_tunnels.iter().any(|t| rest.ends_with(&format!(".{t}")));
-        if let (true, Some(value)) = (on_new, observed.sysctl_defaults.get(setting)) {
+        let on_new = link == Some(k.device.as_str()) || new_tunnels.contains(&&k.device);
+        if let (true, Some(value)) = (on_new, observed.sysctl_defaults.get(&k.setting)) {
             s.sysctls.insert(
                 k.clone(),
                 Sysctl {

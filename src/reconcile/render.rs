@@ -7,9 +7,9 @@ use std::fmt;
 use serde_json::{Value, json};
 
 use super::{
-    Action, Address, Fdb, Fou, Link, Neigh, Object, Plan, ROUTE_PROTOCOL, Route, State, Step,
-    Sysctl, Tunnel,
+    Action, Address, Fdb, Fou, Link, Neigh, Object, Plan, Route, State, Step, Sysctl, Tunnel,
 };
+use crate::naming::ROUTE_PROTOCOL;
 
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -21,10 +21,7 @@ impl fmt::Display for Link {
             self.port,
             self.srcport.0,
             self.srcport.1,
-            match self.underlay {
-                super::Family::Ipv4 => "ipv4",
-                super::Family::Ipv6 => "ipv6",
-            },
+            self.underlay.as_str(),
             self.local
                 .map(|l| format!(" local {l}"))
                 .unwrap_or_default(),

@@ -1,0 +1,267 @@
+//! Carrying out a plan. Steps run in phases: devices (the VXLAN device,
+//! tunnels, fou listeners) one at a time, because later steps need their
+//! indexes; then each kind of entry as one batch, its requests pipelined on
+//! one socket, since entries of one kind have no order among themselves.
+
+use futures::{StreamExt, stream};
+use rtnetlink::packet_route::{RouteNetlinkMessage, link::LinkMessage};
+
+use super::{
+    Kernel,
+    entries::{object_dev, write_entry},
+    fou::listener,
+    link::{
+        alias_message, link_settings_message, tunnel_change_message, tunnel_message,
+        vxlan_change_message, vxlan_message,
+    },
+    nl_err,
+};
+use crate::{
+    datapath::{
+        ApplyReport, DatapathError, Scope,
+        netlink::{IN_FLIGHT, Mode},
+    },
+    naming::{owner_alias, tunnel_alias},
+    reconcile::{Action, Object, Plan, Step, Tunnel},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The VXLAN device, tunnels and fou listeners: one at a time.
+    Device,
+    Entries(bool, u8),
+}
+
+/// Steps of one phase have no order among themselves and run pipelined.
+fn phase_of(s: &Step) -> Phase {
+    let order = match s.object {
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => return Phase::Device,
+        Object::Address(_) => 1,
+        Object::Sysctl(_) => 2,
+        Object::Fdb(_) => 3,
+        Object::Neigh(_) => 4,
+        Object::Route(_) => 5,
+    };
+    Phase::Entries(s.action == Action::Remove, order)
+}
+
+/// "adding fdb 02:.. dst .. port .. dev lvn-x"
+fn describe(s: &Step) -> String {
+    let verb = match s.action {
+        Action::Add => "adding",
+        Action::Change => "changing",
+        Action::Remove => "removing",
+    };
+    format!("{verb} {} {}", s.object.kind(), s.object)
+}
+
+impl Kernel {
+    /// Every step in order; on the first failure, how far it got.
+    pub(super) async fn apply_plan(
+        &mut self,
+        scope: &Scope,
+        plan: &Plan,
+    ) -> Result<ApplyReport, DatapathError> {
+        let mut report = ApplyReport::default();
+        let total = plan.steps.len();
+        let mut rest = plan.steps.as_slice();
+        while let Some(first) = rest.first() {
+            let phase = phase_of(first);
+            let n = rest.iter().take_while(|s| phase_of(s) == phase).count();
+            let (batch, tail) = rest.split_at(n);
+            let result = if phase == Phase::Device {
+                let mut r = Ok(());
+                for s in batch {
+                    r = self.apply_device(scope, s, &mut report).await;
+                    if r.is_err() {
+                        break;
+                    }
+                    report.done.push(s.clone());
+                }
+                r
+            } else {
+                self.apply_batch(batch, &mut report).await
+            };
+            if let Err(e) = result {
+                return Err(DatapathError::Partial {
+                    done: report.done.len(),
+                    total,
+                    source: Box::new(e),
+                });
+            }
+            rest = tail;
+        }
+        Ok(report)
+    }
+
+    async fn apply_device(
+        &mut self,
+        scope: &Scope,
+        s: &Step,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        match &s.object {
+            Object::Link(_) => self.apply_link(scope, s, report).await,
+            Object::Tunnel(t) => self.apply_tunnel(scope, s, t, report).await,
+            Object::Fou(f) => {
+                let l = listener(f);
+                report.writes += 1;
+                let fou = self.fou().await?;
+                let r = if s.action == Action::Remove {
+                    fou.del(&l).await
+                } else {
+                    fou.add(&l).await
+                };
+                r.map_err(|e| DatapathError::Netlink(format!("{}: {e}", describe(s))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Send one link request and wait for the kernel's answer.
+    async fn link_request(
+        &self,
+        m: RouteNetlinkMessage,
+        mode: Mode,
+        op: impl Into<String>,
+    ) -> Result<(), DatapathError> {
+        self.nl.ack(m, mode).await.map_err(nl_err(op))
+    }
+
+    /// Delete device `name` by its index, and forget the index.
+    async fn delete_link(&mut self, name: &str, op: String) -> Result<(), DatapathError> {
+        let mut m = LinkMessage::default();
+        m.header.index = self.index_of(name)?;
+        self.link_request(RouteNetlinkMessage::DelLink(m), Mode::Plain, op)
+            .await?;
+        self.index.remove(name);
+        Ok(())
+    }
+
+    async fn apply_tunnel(
+        &mut self,
+        scope: &Scope,
+        s: &Step,
+        t: &Tunnel,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let op = describe(s);
+        report.writes += 1;
+        match s.action {
+            Action::Remove => self.delete_link(&t.name, op).await?,
+            Action::Add => {
+                let m = tunnel_message(t);
+                self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Create, op)
+                    .await?;
+                let alias = tunnel_alias(&scope.network, &t.peer);
+                report.writes += 1;
+                self.link_request(
+                    RouteNetlinkMessage::SetLink(alias_message(&t.name, alias)),
+                    Mode::Plain,
+                    format!("marking tunnel {} as lvn's", t.name),
+                )
+                .await?;
+                self.lookup_index(&t.name).await?;
+            }
+            Action::Change => {
+                let m = tunnel_change_message(t, self.index_of(&t.name)?);
+                self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Plain, op)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_link(
+        &mut self,
+        scope: &Scope,
+        s: &Step,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let Object::Link(link) = &s.object else {
+            return Ok(());
+        };
+        let op = describe(s);
+        match (s.action, s.replace.is_empty()) {
+            (Action::Remove, _) => {
+                report.writes += 1;
+                self.delete_link(&link.name, op).await?;
+            }
+            (Action::Add, _) | (Action::Change, false) => {
+                if s.action == Action::Change {
+                    report.writes += 1;
+                    let op = format!("removing link {} to re-create it", link.name);
+                    self.delete_link(&link.name, op).await?;
+                }
+                report.writes += 1;
+                let m = vxlan_message(link);
+                self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Create, op)
+                    .await?;
+                // The kernel ignores an alias given at creation.
+                report.writes += 1;
+                self.link_request(
+                    RouteNetlinkMessage::SetLink(alias_message(
+                        &link.name,
+                        owner_alias(&scope.network),
+                    )),
+                    Mode::Plain,
+                    format!("marking link {} as lvn's", link.name),
+                )
+                .await?;
+                self.lookup_index(&link.name).await?;
+            }
+            (Action::Change, true) => {
+                let index = self.index_of(&link.name)?;
+                let Some(Object::Link(old)) = &s.old else {
+                    return Ok(());
+                };
+                if old.learning != link.learning || old.local != link.local {
+                    report.writes += 1;
+                    let m = vxlan_change_message(link, index);
+                    self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Plain, op.clone())
+                        .await?;
+                }
+                report.writes += 1;
+                let m = link_settings_message(link, index);
+                self.link_request(RouteNetlinkMessage::SetLink(m), Mode::Plain, op)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One kind of entry: every request in flight at once, results in order.
+    async fn apply_batch(
+        &mut self,
+        batch: &[Step],
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let mut indexed = Vec::with_capacity(batch.len());
+        for s in batch {
+            let index = match object_dev(&s.object) {
+                Some(dev) => self.index_of(dev)?,
+                None => 0,
+            };
+            indexed.push((s, index));
+        }
+        let nl = self.nl.clone();
+        report.writes += batch.len();
+        let results: Vec<Result<(), DatapathError>> = stream::iter(indexed)
+            .map(|(s, index)| {
+                let nl = nl.clone();
+                async move {
+                    write_entry(&nl, index, s)
+                        .await
+                        .map_err(nl_err(describe(s)))
+                }
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (s, r) in batch.iter().zip(results) {
+            r?;
+            report.done.push(s.clone());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! Netlink messages for the entries on lvn's devices (addresses, FDB
+//! entries, neighbours, routes), and the attribute decoding their dumps
+//! need. One request per step; `write_entry` sends it.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use rtnetlink::packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressFlags, AddressMessage},
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
+    route::{
+        RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+        RouteScope, RouteType,
+    },
+};
+
+use super::{family_of, sysctl::write_sysctl};
+use crate::{
+    datapath::netlink::{Mode, Netlink},
+    naming::{Mac, ROUTE_PROTOCOL},
+    reconcile::{Action, Address, Fdb, Neigh, Object, Route, Step},
+};
+
+/// The device an entry lives on.
+pub(super) fn object_dev(o: &Object) -> Option<&str> {
+    match o {
+        Object::Address(a) => Some(&a.dev),
+        Object::Fdb(f) => Some(&f.dev),
+        Object::Neigh(n) => Some(&n.dev),
+        Object::Route(r) => Some(&r.dev),
+        _ => None,
+    }
+}
+
+/// Carry out one entry step on the device with index `index`.
+pub(super) async fn write_entry(nl: &Netlink, index: u32, s: &Step) -> io::Result<()> {
+    let remove = s.action == Action::Remove;
+    match &s.object {
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => Ok(()),
+        Object::Sysctl(x) => write_sysctl(x).await,
+        Object::Address(a) => {
+            let m = address_message(index, a);
+            if remove {
+                nl.ack(RouteNetlinkMessage::DelAddress(m), Mode::Plain)
+                    .await
+            } else {
+                nl.ack(RouteNetlinkMessage::NewAddress(m), Mode::Replace)
+                    .await
+            }
+        }
+        Object::Fdb(f) => {
+            let m = fdb_message(index, f);
+            if remove {
+                nl.ack(RouteNetlinkMessage::DelNeighbour(m), Mode::Plain)
+                    .await
+            } else {
+                nl.ack(RouteNetlinkMessage::NewNeighbour(m), Mode::Replace)
+                    .await
+            }
+        }
+        Object::Neigh(n) => {
+            let m = neigh_message(index, n);
+            if remove {
+                nl.ack(RouteNetlinkMessage::DelNeighbour(m), Mode::Plain)
+                    .await
+            } else {
+                nl.ack(RouteNetlinkMessage::NewNeighbour(m), Mode::Replace)
+                    .await
+            }
+        }
+        Object::Route(r) => {
+            let m = route_message(index, r);
+            match s.action {
+                Action::Remove => nl.ack(RouteNetlinkMessage::DelRoute(m), Mode::Plain).await,
+                // Never replace on add: a route that appeared since the
+                // observation may be someone else's.
+                Action::Add => nl.ack(RouteNetlinkMessage::NewRoute(m), Mode::Create).await,
+                Action::Change => {
+                    nl.ack(RouteNetlinkMessage::NewRoute(m), Mode::Replace)
+                        .await
+                }
+            }
+        }
+    }
+}
+
+fn address_message(index: u32, a: &Address) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family_of(&a.address);
+    m.header.prefix_len = a.address.prefix_len();
+    m.header.index = index;
+    let ip = a.address.addr();
+    if ip.is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(ip));
+    }
+    m.attributes.push(AddressAttribute::Address(ip));
+    if a.noprefixroute {
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+    }
+    m
+}
+
+/// `bridge fdb ... dev D self permanent`: NTF_SELF, or an entry on a vxlan
+/// that is a bridge port lands in the bridge's FDB.
+fn fdb_message(index: u32, f: &Fdb) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(neigh_addr(f.dst)));
+    m.attributes.push(NeighbourAttribute::Port(f.port));
+    m
+}
+
+fn neigh_message(index: u32, n: &Neigh) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = if n.address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::Destination(neigh_addr(n.address)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+    m
+}
+
+fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
+fn route_message(index: u32, r: &Route) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(&r.dst);
+    m.header.destination_prefix_length = r.dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    m.header.kind = RouteType::Unicast;
+    m.header.scope = if r.via.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(
+            r.dst.network(),
+        )));
+    if let Some(via) = r.via {
+        m.header.flags = RouteFlags::Onlink;
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(via)));
+    }
+    m.attributes.push(RouteAttribute::Oif(index));
+    m.attributes.push(RouteAttribute::Priority(r.metric));
+    m
+}
+
+/// An address as neighbour dumps carry it. AF_BRIDGE dumps give NDA_DST
+/// as raw bytes (4 or 16): the crate decodes addresses only for Inet/Inet6.
+pub(super) fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
+    match a {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(b) if b.len() == 4 => {
+            Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+        }
+        NeighbourAddress::Other(b) if b.len() == 16 => {
+            let mut o = [0; 16];
+            o.copy_from_slice(b);
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn mac_of(b: &[u8]) -> Option<Mac> {
+    (b.len() == 6).then(|| {
+        let mut m = [0; 6];
+        m.copy_from_slice(b);
+        Mac(m)
+    })
+}
+
+pub(super) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}

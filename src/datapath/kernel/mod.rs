@@ -1,0 +1,104 @@
+//! The kernel datapath over rtnetlink and /proc/sys. Observes only the
+//! devices lvn created (recognised by their alias) and the entries on them;
+//! applies a plan in phases, each phase's requests pipelined on one socket.
+//!
+//! `observe.rs` reads (dumps of links, addresses, neighbours and FDB
+//! entries, routes), `apply.rs` writes (phases, device changes, batches);
+//! the netlink messages live in `link.rs` (VXLAN device, ipip/fou tunnels)
+//! and `entries.rs` (addresses, FDB, neighbours, routes), device settings
+//! in `sysctl.rs`, and what datapath "fou" needs from the kernel in `fou.rs`.
+
+mod apply;
+mod entries;
+mod fou;
+mod link;
+mod observe;
+mod sysctl;
+
+use std::{collections::BTreeMap, io};
+
+use ipnet::IpNet;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage, link::LinkMessage};
+
+pub use self::fou::fou_support;
+use self::{fou::FouClient, link::link_name_mtu};
+use super::{ApplyReport, Datapath, DatapathError, Scope, netlink::Netlink};
+use crate::reconcile::{Observed, Plan};
+
+/// The real kernel, through rtnetlink and /proc/sys.
+pub struct Kernel {
+    nl: Netlink,
+    /// Index of lvn's devices, by name, as last observed or created.
+    index: BTreeMap<String, u32>,
+    /// Generic netlink "fou", connected when datapath "fou" needs it.
+    fou: Option<FouClient>,
+}
+
+impl Kernel {
+    /// Connect in the current network namespace (inside a tokio runtime).
+    pub fn connect() -> io::Result<Kernel> {
+        Ok(Kernel {
+            nl: Netlink::connect()?,
+            index: BTreeMap::new(),
+            fou: None,
+        })
+    }
+}
+
+impl Datapath for Kernel {
+    async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
+        self.observe_scope(scope).await
+    }
+
+    async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {
+        self.apply_plan(scope, plan).await
+    }
+
+    fn ifindex(&self, device: &str) -> Option<u32> {
+        self.index.get(device).copied()
+    }
+}
+
+fn nl_err(op: impl Into<String>) -> impl FnOnce(io::Error) -> DatapathError {
+    move |source| DatapathError::Kernel {
+        op: op.into(),
+        source,
+    }
+}
+
+fn family_of(net: &IpNet) -> AddressFamily {
+    match net {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+impl Kernel {
+    fn index_of(&self, dev: &str) -> Result<u32, DatapathError> {
+        self.index
+            .get(dev)
+            .copied()
+            .ok_or_else(|| DatapathError::Kernel {
+                op: format!("looking up device {dev}"),
+                source: io::Error::from_raw_os_error(super::libc_errno::ENOENT),
+            })
+    }
+
+    /// Find a device just created by name, and remember its index.
+    async fn lookup_index(&mut self, name: &str) -> Result<u32, DatapathError> {
+        let links = self
+            .nl
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .await
+            .map_err(nl_err("listing links"))?;
+        for m in links {
+            if let RouteNetlinkMessage::NewLink(l) = m
+                && link_name_mtu(&l).0 == name
+            {
+                self.index.insert(name.to_string(), l.header.index);
+                return Ok(l.header.index);
+            }
+        }
+        self.index_of(name)
+    }
+}
