@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if topo.network.datapath == config::Datapath::Fou
                 && let Err(e) = runtime()?.block_on(crate::datapath::kernel::fou_support())
             {
-                eprintln!("warning: datapath \"fou\" cannot run on this machine: {e}");
+                eprintln!("warning: this machine cannot run it: {e}");
             }
             let plural =
                 |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });

@@ -26,6 +26,8 @@ mod view;
 mod watch;
 
 #[cfg(test)]
+mod runner_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
