@@ -234,3 +234,42 @@ fn a_reload_that_renames_the_device_replaces_it() {
     let out = hub.output();
     assert!(!out.contains("ERROR"), "{out}");
 }
+
+/// Defect 3.4: only live peers went to the state file, so after a hub
+/// restart a captured keepalive of an expired spoke was accepted again, from
+/// any address, and moved its endpoint.
+#[test]
+fn replay_counters_of_expired_peers_survive_a_restart() {
+    let f = Fleet::new("replayexp", &topology("", ""));
+    let (keys, text) = f.keyed_topology(&["hub1", "a", "c"]);
+    std::fs::write(&f.cfg, &text).unwrap();
+    let mut hub = f.start_keyed("hub1", &keys);
+    let mut a = f.start_keyed("a", &keys);
+    f.wait_peer("a", "up");
+    let captured = capture_keepalive(&f.n.hub);
+    a.stop(Duration::from_secs(5));
+    f.wait_peer("a", "expired");
+    hub.stop(Duration::from_secs(5));
+    let hub2 = f.start_keyed("hub1", &keys);
+    f.wait_peer("a", "expired");
+    // Replayed from behind the other NAT.
+    replay(&f.n.c, &captured);
+    let rejected = wait_until(WAIT, || {
+        let s = f.status("hub1")?;
+        s["counters"]["rejected_replay"]
+            .as_u64()
+            .filter(|n| *n >= 1)
+    });
+    let st = f.status("hub1").unwrap_or_default();
+    let peer = st["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "a").cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        peer["state"],
+        "expired",
+        "a replay brought a back: {peer}\n{}",
+        hub2.output()
+    );
+    assert!(rejected.is_some(), "the replay was not refused: {st}");
+}

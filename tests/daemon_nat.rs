@@ -228,39 +228,6 @@ fn wrong_keys_get_no_tunnel_and_a_replayed_keepalive_moves_nothing() {
     assert!(f.n.lab.ping(&f.n.hub, "100.64.1.2"), "a still works");
 }
 
-/// The UDP payload (VXLAN header onwards) of one of a's keepalives reaching the hub.
-fn capture_keepalive(hub_ns: &str) -> String {
-    let script = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-s.bind(("u0", 0))
-s.settimeout(5)
-end = time.time() + 5
-while time.time() < end:
-    f = s.recv(2048)
-    ip = f[14:]
-    ihl = (ip[0] & 15) * 4
-    if ip[9] != 17: continue
-    udp = ip[ihl:]
-    if int.from_bytes(udp[2:4], "big") != 4789: continue
-    inner = udp[16:]
-    # a's keepalives only: the sender name (length 1, "a") at body offset 16.
-    if inner[12:14] == b"\x88\xb5" and inner[14:18] == b"LVN1" and inner[30:32] == b"\x01a":
-        print(udp[8:].hex()); sys.exit(0)
-sys.exit(1)
-"#;
-    sh(&["ip", "netns", "exec", hub_ns, "python3", "-c", script])
-        .trim()
-        .to_string()
-}
-
-fn replay(ns: &str, hex: &str) {
-    let script = format!(
-        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(bytes.fromhex('{hex}'), ('{HUB_IP}', 4789))\n"
-    );
-    sh(&["ip", "netns", "exec", ns, "python3", "-c", &script]);
-}
-
 #[test]
 fn live_reload_applies_only_the_diff_and_refuses_an_invalid_file() {
     let f = Fleet::new("reload", &topology("", ""));
