@@ -275,7 +275,12 @@ impl HubProbe {
         // Only a verified counter is the peer's: under auth = "none" anyone
         // could have written it.
         let counter = if self.auth { m.counter } else { 0 };
-        self.limits.insert(name.clone(), charged);
+        match self.limits.get_mut(&name) {
+            Some(b) => *b = charged,
+            None => {
+                self.limits.insert(name.clone(), charged);
+            }
+        }
         self.live.insert(
             name.clone(),
             Live {
