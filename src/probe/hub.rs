@@ -253,38 +253,42 @@ impl HubProbe {
             };
             verify::authenticate(peer.key.as_ref(), payload, &d, fresh)?;
         }
-        let bucket = self
-            .limits
-            .get(&m.from)
-            .copied()
-            .unwrap_or_else(|| Bucket::full(now));
-        let mut charged = bucket;
+        let bucket = self.limits.get_mut(&m.from);
+        let mut charged = bucket.as_deref().copied().unwrap_or(Bucket::full(now));
         if !charged.take(now) {
             return Err(Reject::RateLimited);
         }
 
-        // Accepted: from here on, state changes.
+        // Accepted: from here on, state changes (in place where an entry
+        // exists: no allocation per keepalive).
+        match bucket {
+            Some(b) => *b = charged,
+            None => {
+                self.limits.insert(peer.name.clone(), charged);
+            }
+        }
         let endpoint = peer.static_endpoint.unwrap_or(from);
         let changed = match live {
             Some(l) => !l.up || l.endpoint != endpoint,
             None => true,
         } && peer.static_endpoint.is_none();
+        let heard = Live {
+            endpoint,
+            last_seen: now,
+            // Only a verified counter is the peer's: under auth = "none"
+            // anyone could have written it.
+            counter: if self.auth { m.counter } else { 0 },
+            up: true,
+        };
+        match self.live.get_mut(&m.from) {
+            Some(l) => *l = heard,
+            None => {
+                self.live.insert(peer.name.clone(), heard);
+            }
+        }
         let name = peer.name.clone();
         let to = peer.mac;
         let key = peer.key.clone().filter(|_| self.auth);
-        // Only a verified counter is the peer's: under auth = "none" anyone
-        // could have written it.
-        let counter = if self.auth { m.counter } else { 0 };
-        self.limits.insert(name.clone(), charged);
-        self.live.insert(
-            name.clone(),
-            Live {
-                endpoint,
-                last_seen: now,
-                counter,
-                up: true,
-            },
-        );
         self.counter = counter_hint.max(self.counter.saturating_add(1));
         let answer = Message {
             kind: Kind::Answer { seen: from },
