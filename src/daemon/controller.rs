@@ -93,7 +93,7 @@ impl Controller {
         let mut probe = probes::configure(None, &topo, node, key.as_ref())?;
         let mut reserved = 0;
         if saved.node == node || saved.node.is_empty() {
-            state::restore(&mut probe, saved, now.at);
+            state::restore(&mut probe, saved, &topo, now.at);
             reserved = saved.counter;
         } else {
             warn!("saved state belongs to node {}; ignoring it", saved.node);

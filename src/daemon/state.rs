@@ -19,6 +19,7 @@ use super::{
     controller::{Controller, Now},
     probes::Probe,
 };
+use crate::config::{Auth, Topology};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvn";
@@ -27,12 +28,16 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvn";
 pub struct Saved {
     pub network: String,
     pub node: String,
-    /// Learned endpoints of live peers (hub), by peer name.
+    /// What the hub heard from each peer, expired ones included, by name.
     #[serde(default)]
     pub learned: BTreeMap<String, SavedPeer>,
-    /// Highest counter this node has sent.
+    /// This node's counter reservation: above every counter it has sent.
     #[serde(default)]
     pub counter: u64,
+    /// The auth mode the counters were verified under ("none", "keys");
+    /// absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,10 @@ pub struct SavedPeer {
     /// replayed after a restart must not bring the tunnel back.
     #[serde(default = "yes")]
     pub up: bool,
+    /// The peer's public key when the counter was accepted: a counter
+    /// verified under another key means nothing for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 fn yes() -> bool {
@@ -91,6 +100,7 @@ impl Controller {
         let mut s = Saved {
             network: self.topo.network.name.clone(),
             node: self.node.clone(),
+            auth: Some(auth_label(&self.topo)),
             ..Saved::default()
         };
         match &self.probe {
@@ -105,6 +115,7 @@ impl Controller {
                             counter: l.counter,
                             last_seen_unix: wall.saturating_sub(age),
                             up: l.up,
+                            public_key: public_key(&self.topo, name),
                         },
                     );
                 }
@@ -115,13 +126,37 @@ impl Controller {
     }
 }
 
+fn auth_label(topo: &Topology) -> String {
+    match topo.network.auth {
+        Auth::None => "none",
+        Auth::Keys => "keys",
+    }
+    .to_string()
+}
+
+fn public_key(topo: &Topology, name: &str) -> Option<String> {
+    topo.nodes
+        .get(name)
+        .and_then(|n| n.public_key)
+        .map(|k| k.to_string())
+}
+
 /// Restore what a previous run learned, as heard `now`: a restart neither
-/// expires nor re-learns anyone, and forgets no counter.
-pub(super) fn restore(probe: &mut Probe, saved: &Saved, now: Instant) {
+/// expires nor re-learns anyone, and forgets no counter that still means
+/// something. A counter saved under another auth mode, or another key of
+/// the peer, is dropped, as a reload would drop it.
+pub(super) fn restore(probe: &mut Probe, saved: &Saved, topo: &Topology, now: Instant) {
+    let auth_changed = saved.auth.as_ref().is_some_and(|a| *a != auth_label(topo));
     match probe {
         Probe::Hub(h) => {
             for (name, p) in &saved.learned {
-                h.restore(name, p.endpoint, p.counter, p.up, now);
+                let key_changed = p.public_key.is_some() && p.public_key != public_key(topo, name);
+                let counter = if auth_changed || key_changed {
+                    0
+                } else {
+                    p.counter
+                };
+                h.restore(name, p.endpoint, counter, p.up, now);
             }
             if !saved.learned.is_empty() {
                 info!(
@@ -155,6 +190,7 @@ mod tests {
                 counter: 3,
                 last_seen_unix: 1,
                 up: true,
+                public_key: None,
             },
         );
         save(d.path(), &s).unwrap();

@@ -557,3 +557,44 @@ fn the_kernel_state_is_left_alone_when_nothing_changed() {
     assert_eq!(sim.reconciles.iter().filter(|w| *w == "resync").count(), 3);
     assert_eq!(sim.dp.writes, writes);
 }
+
+/// Defect 3.6, across a restart: a counter recorded under `auth = "none"`
+/// (a forged 2^64-1, say) or under a peer's old key must not lock the real
+/// spoke out once the hub runs with keys.
+#[test]
+fn counters_saved_under_another_auth_mode_or_key_are_dropped_on_restart() {
+    let k = keys();
+    let forged = |auth: &str, public_key: Option<String>| {
+        let mut saved = Saved {
+            network: NET.into(),
+            node: "hub1".into(),
+            auth: Some(auth.into()),
+            ..Saved::default()
+        };
+        saved.learned.insert(
+            "alice".into(),
+            super::state::SavedPeer {
+                endpoint: nat(40001),
+                counter: u64::MAX,
+                last_seen_unix: 0,
+                up: false,
+                public_key,
+            },
+        );
+        saved
+    };
+    let old_key = PrivateKey::generate().public().to_string();
+    for saved in [forged("none", None), forged("keys", Some(old_key))] {
+        let key = PrivateKey::from_base64(&k.hub.to_base64()).unwrap();
+        let text = topology_text(Some(&k), "lvn-lab", None);
+        let mut sim = Sim::new(&text, "hub1", Some(key), &saved);
+        sim.event(Event::Tick);
+        let mut alice = alice_probe(Some(&k));
+        sim.event(heard(keepalive(&mut alice, &sim), nat(40002)));
+        sim.advance(Duration::from_millis(10));
+        assert!(
+            sim.fdb_has(alice_mac()),
+            "alice refused after a restart: {saved:?}"
+        );
+    }
+}
