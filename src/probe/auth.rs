@@ -111,6 +111,18 @@ impl PublicKey {
     pub fn to_base64(&self) -> String {
         BASE64.encode(self.0)
     }
+
+    /// A low-order point: X25519 of any private key with it is all zeros,
+    /// so every pair key made with it would be known to anyone. X25519
+    /// clamps private keys to multiples of 8, which send a point to zero
+    /// exactly when its order divides 8, so one fixed key tells, with no
+    /// randomness (`lvn check` uses it; [`pair_key`] refuses the same keys).
+    pub fn is_low_order(&self) -> bool {
+        let probe = StaticSecret::from([0x42; KEY_LEN]);
+        !probe
+            .diffie_hellman(&x25519_dalek::PublicKey::from(self.0))
+            .was_contributory()
+    }
 }
 
 impl fmt::Display for PublicKey {
