@@ -151,21 +151,48 @@ fn golden_down() {
 }
 
 #[test]
-fn a_spoke_routes_the_overlay_through_its_first_hub() {
-    let t = topo(&BASE.replace(
+fn a_spoke_routes_the_overlay_through_its_primary_hub() {
+    let two_hubs = BASE.replace(
         "[nodes.alice]",
         "[nodes.hub2]\nrole = \"hub\"\naddress = \"100.64.0.2\"\nendpoint = \"198.51.100.2\"\n\n[nodes.alice]",
-    ));
-    let d = desired(&t, "alice");
-    let routes: Vec<String> = d.state.routes.values().map(|r| r.to_string()).collect();
+    );
+    let t = topo(&two_hubs);
+    let alice = t.nodes.get("alice").unwrap();
+    // Placement by rendezvous hashing puts alice on hub2 first.
+    let order: Vec<&str> = t.hub_order(alice).iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(order, ["hub2", "hub1"]);
+    let routes = |t: &Topology| -> Vec<String> {
+        let d = desired(t, "alice");
+        let mut v: Vec<String> = d
+            .state
+            .routes
+            .values()
+            .map(|r| format!("{r}  ({})", d.reason(&reconcile::ObjectKey::Route(r.key()))))
+            .collect();
+        v.sort();
+        v
+    };
     assert_eq!(
-        routes,
+        routes(&t),
         [
-            "100.64.0.0/16 via 100.64.0.1 dev lvn-ninux onlink proto 76 metric 0",
-            "100.64.0.2/32 dev lvn-ninux proto 76 metric 0",
+            "100.64.0.0/16 via 100.64.0.2 dev lvn-ninux onlink proto 76 metric 0  (overlay through primary hub hub2)",
+            "100.64.0.1/32 dev lvn-ninux proto 76 metric 0  (hub1: hub reached directly)",
+        ]
+    );
+    // A declared list wins over placement.
+    let declared = topo(&two_hubs.replace(
+        "address = \"100.64.1.2\"",
+        "address = \"100.64.1.2\"\nhubs = [\"hub1\"]",
+    ));
+    assert_eq!(
+        routes(&declared),
+        [
+            "100.64.0.0/16 via 100.64.0.1 dev lvn-ninux onlink proto 76 metric 0  (overlay through primary hub hub1)",
+            "100.64.0.2/32 dev lvn-ninux proto 76 metric 0  (hub2: hub reached directly)",
         ]
     );
     // A spoke has entries for hubs only; carol has no endpoint anywhere.
+    let d = desired(&t, "alice");
     assert_eq!(d.state.fdb.len(), 2);
     let hub = desired(&t, "hub1");
     assert_eq!(hub.state.fdb.len(), 3, "hub2, alice, bob; not carol");

@@ -110,6 +110,18 @@ pub struct RawNode {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub public_key: Option<Spanned<String>>,
+    /// Spokes only: the hubs this spoke prefers, first choice first. Hubs
+    /// not listed follow, in the order placement gives them. Default: all
+    /// hubs, ordered by weighted rendezvous hashing of the spoke's and each
+    /// hub's name.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub hubs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Hubs only: this hub's share of the spokes placed by hashing,
+    /// relative to the other hubs' (1 to 1000, default 1).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1000))]
+    pub weight: Option<Spanned<i64>>,
 }
 
 /// The JSON Schema of the topology file, pretty-printed with a final newline.

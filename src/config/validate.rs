@@ -48,6 +48,10 @@ pub fn parse_duration(v: &toml::Value) -> Option<Duration> {
     }
 }
 
+/// A hub's share of the spokes placed by hashing, unless it says otherwise.
+pub const DEFAULT_WEIGHT: u32 = 1;
+const MAX_WEIGHT: u32 = 1000;
+
 /// Port assumed for node checks when `network.port` itself is invalid.
 const DEFAULT_PORT: u16 = 4789;
 /// The source port range is [port, port + 1), so the port must leave room.
@@ -115,6 +119,10 @@ pub struct Node {
     pub keepalive: Option<Duration>,
     pub expire_after: Option<Duration>,
     pub public_key: Option<crate::probe::PublicKey>,
+    /// Spokes: the hubs declared with `hubs`, first choice first.
+    pub hubs: Vec<String>,
+    /// Hubs: the share of spokes placed on this hub (default 1).
+    pub weight: u32,
 }
 
 impl Topology {
@@ -485,6 +493,42 @@ fn check_node(
             .map_err(|e| c.err(k.span(), format!("public_key of node '{s}' {e}")))
             .ok()
     });
+    let weight = match &n.weight {
+        None => DEFAULT_WEIGHT,
+        Some(w) if role != Role::Hub => {
+            c.err(
+                w.span(),
+                format!("weight is for hubs only, and '{s}' is a spoke: weight sets a hub's share of the spokes"),
+            );
+            DEFAULT_WEIGHT
+        }
+        Some(w) => match u32::try_from(*w.get_ref()) {
+            Ok(v) if (1..=MAX_WEIGHT).contains(&v) => v,
+            _ => {
+                c.err(
+                    w.span(),
+                    format!(
+                        "weight {} of hub '{s}' is out of range, expected 1 to {MAX_WEIGHT}",
+                        w.get_ref()
+                    ),
+                );
+                DEFAULT_WEIGHT
+            }
+        },
+    };
+    let hubs = match &n.hubs {
+        Some(h) if role == Role::Hub => {
+            c.err(
+                h.span(),
+                format!(
+                    "hubs is for spokes only, and '{s}' is a hub: it lists the hubs a spoke prefers"
+                ),
+            );
+            Vec::new()
+        }
+        Some(h) => h.get_ref().iter().map(|n| n.get_ref().clone()).collect(),
+        None => Vec::new(),
+    };
     Some(Node {
         name: s.clone(),
         role,
@@ -493,6 +537,8 @@ fn check_node(
         keepalive,
         expire_after,
         public_key,
+        hubs,
+        weight,
     })
 }
 
@@ -601,11 +647,62 @@ fn check_fleet(
             }
         }
     }
+    check_hub_lists(c, raw, nodes);
     if !nodes.is_empty() && !nodes.values().any(|n| n.role == Role::Hub) {
         c.err(
             raw.span(),
             "no hub is declared: a network needs at least one node with role = \"hub\"",
         );
+    }
+}
+
+/// A spoke's `hubs` names hubs of the file, each once, and at least one.
+fn check_hub_lists(
+    c: &mut Checker,
+    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    nodes: &BTreeMap<String, Node>,
+) {
+    let hubs: Vec<&str> = nodes
+        .values()
+        .filter(|n| n.role == Role::Hub)
+        .map(|n| n.name.as_str())
+        .collect();
+    for (name, rn) in raw.get_ref() {
+        let Some(list) = &rn.get_ref().hubs else {
+            continue;
+        };
+        if nodes
+            .get(name.get_ref())
+            .is_some_and(|n| n.role == Role::Hub)
+        {
+            continue; // reported by the node's own check
+        }
+        if list.get_ref().is_empty() {
+            c.err(
+                list.span(),
+                format!("hubs of node '{}' is empty: name at least one hub, or leave hubs out to let placement choose", name.get_ref()),
+            );
+        }
+        let mut seen = Vec::new();
+        for h in list.get_ref() {
+            let hub = h.get_ref().as_str();
+            if !hubs.contains(&hub) {
+                c.err(
+                    h.span(),
+                    format!(
+                        "hubs of node '{}' names '{hub}', which is not a hub of this file (hubs: {})",
+                        name.get_ref(),
+                        hubs.join(", ")
+                    ),
+                );
+            } else if seen.contains(&hub) {
+                c.err(
+                    h.span(),
+                    format!("hubs of node '{}' names '{hub}' twice", name.get_ref()),
+                );
+            }
+            seen.push(hub);
+        }
     }
 }
 

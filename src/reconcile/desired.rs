@@ -300,7 +300,9 @@ fn vxlan(
     match me.role {
         Role::Hub => add_route(d, route(net.overlay, None), Reason::HubOverlay),
         Role::Spoke => {
-            let mut hubs = topo.hubs();
+            // The overlay goes through the primary hub; the others are
+            // reached directly (placement: `config::placement`).
+            let mut hubs = topo.hub_order(me).into_iter();
             if let Some(first) = hubs.next() {
                 let why = Reason::ViaHub {
                     hub: first.name.clone(),
@@ -371,7 +373,7 @@ fn fou(
         IpNet::V6(_) => 128,
     };
     let own = IpNet::new(me.address, prefix).unwrap_or(net.overlay);
-    let first_hub = topo.hubs().map(|h| h.name.as_str()).find(|n| *n != me.name);
+    let first_hub = topo.primary_hub(me).map(|h| h.name.as_str());
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
         d.state.tunnels.insert(
@@ -398,7 +400,7 @@ fn fou(
             },
             me,
         );
-        // A spoke sends the whole overlay to its first hub; everyone else
+        // A spoke sends the whole overlay to its primary hub; everyone else
         // is reached on its own tunnel.
         let (dst, why) = if me.role == Role::Spoke && Some(p.node.name.as_str()) == first_hub {
             (

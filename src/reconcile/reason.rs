@@ -19,7 +19,7 @@ pub enum Reason {
     Expired { peer: Arc<str>, after_ms: u64 },
     /// The overlay address of a peer this node talks to directly.
     PeerAddress { peer: Arc<str> },
-    /// A spoke reaches the rest of the overlay through its hub.
+    /// A spoke reaches the rest of the overlay through its primary hub.
     ViaHub { hub: String },
     /// A spoke reaches a further hub directly.
     DirectHub { hub: String },
@@ -49,7 +49,7 @@ impl fmt::Display for Reason {
                 "{peer}: no keepalive for {:?}, expired",
                 std::time::Duration::from_millis(*after_ms)
             ),
-            Reason::ViaHub { hub } => write!(f, "overlay through hub {hub}"),
+            Reason::ViaHub { hub } => write!(f, "overlay through primary hub {hub}"),
             Reason::DirectHub { hub } => write!(f, "{hub}: hub reached directly"),
             Reason::HubOverlay => write!(f, "hub: overlay on this device"),
             Reason::Role { role } => match role {
