@@ -177,6 +177,7 @@ fn a_spoke_routes_the_overlay_through_its_primary_hub() {
         [
             "100.64.0.0/16 via 100.64.0.2 dev lvn-ninux onlink proto 76 metric 0  (overlay through primary hub hub2)",
             "100.64.0.1/32 dev lvn-ninux proto 76 metric 0  (hub1: hub reached directly)",
+            "100.64.0.2/32 dev lvn-ninux proto 76 metric 0  (hub2: hub reached directly)",
         ]
     );
     // A declared list wins over placement.
@@ -188,7 +189,29 @@ fn a_spoke_routes_the_overlay_through_its_primary_hub() {
         routes(&declared),
         [
             "100.64.0.0/16 via 100.64.0.1 dev lvn-ninux onlink proto 76 metric 0  (overlay through primary hub hub1)",
+            "100.64.0.1/32 dev lvn-ninux proto 76 metric 0  (hub1: hub reached directly)",
             "100.64.0.2/32 dev lvn-ninux proto 76 metric 0  (hub2: hub reached directly)",
+        ]
+    );
+    // Failover to hub1 (the probe's choice) is one change: the overlay route.
+    let mut kernel = FakeKernel::default();
+    let scope = Scope::of(&t.network);
+    let alice = t.nodes.get("alice").unwrap();
+    let underlay = Underlay::default();
+    let on_hub2 = reconcile::desired(&t, alice, &underlay, &reconcile::Liveness::default());
+    kernel.apply_plan(&reconcile::plan(&on_hub2, &kernel.observed).unwrap());
+    let failed_over = reconcile::Liveness {
+        primary: Some("hub1".into()),
+        ..Default::default()
+    };
+    let on_hub1 = reconcile::desired(&t, alice, &underlay, &failed_over);
+    let observed = block_on(kernel.observe(&scope)).unwrap();
+    let plan = reconcile::plan(&on_hub1, &observed).unwrap();
+    let lines: Vec<String> = plan.steps.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "~ route 100.64.0.0/16 via 100.64.0.1 dev lvn-ninux onlink proto 76 metric 0  [was 100.64.0.0/16 via 100.64.0.2 dev lvn-ninux onlink proto 76 metric 0]  (overlay through primary hub hub1)"
         ]
     );
     // A spoke has entries for hubs only; carol has no endpoint anywhere.

@@ -7,7 +7,7 @@
 
 mod endpoint;
 mod error;
-mod placement;
+pub mod placement;
 mod public_key;
 mod raw;
 mod validate;

@@ -48,17 +48,22 @@ impl Topology {
 /// "Weighted distributed hash tables", 2005). SHA-256, not the standard
 /// library's hasher, so every build and every node agree.
 fn score(spoke: &str, hub: &str, weight: u32) -> f64 {
+    f64::from(weight) / -unit_interval(spoke, hub).ln()
+}
+
+/// A number strictly between 0 and 1 drawn from SHA-256 of two names: the
+/// same on every node and in every build (placement, failback delays).
+pub fn unit_interval(a: &str, b: &str) -> f64 {
     let mut h = Sha256::new();
-    h.update(spoke.as_bytes());
+    h.update(a.as_bytes());
     h.update([0]);
-    h.update(hub.as_bytes());
+    h.update(b.as_bytes());
     let digest = h.finalize();
     let mut top = [0u8; 8];
     top.copy_from_slice(&digest[..8]);
     // 53 bits of the hash, as a number strictly between 0 and 1.
     let bits = u64::from_be_bytes(top) >> 11;
-    let u = (bits as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(weight) / -u.ln()
+    (bits as f64 + 0.5) / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

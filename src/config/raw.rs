@@ -66,6 +66,17 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<DurationValue>")]
     pub expire_after: Option<Spanned<toml::Value>>,
+    /// A spoke moves its overlay route to its next hub once its primary hub
+    /// has not answered for this long. Default: three keepalive intervals.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationValue>")]
+    pub failover_after: Option<Spanned<toml::Value>>,
+    /// A spoke moves back to a preferred hub once it has answered steadily
+    /// for this long, plus a per-spoke delay of up to as long again.
+    /// Default: ten keepalive intervals.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationValue>")]
+    pub failback_after: Option<Spanned<toml::Value>>,
     /// "none" (default): any keepalive naming a declared node is accepted.
     /// "keys": keepalives carry a MAC from a key pair per node (`public_key`).
     #[serde(default)]

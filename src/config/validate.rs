@@ -25,6 +25,15 @@ const MAX_NODE_NAME: usize = 63;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(25);
 /// Default time after which a hub forgets a learned endpoint.
 pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(120);
+/// Default `failover_after`, in keepalive intervals: three answers missed in
+/// a row. One or two lost packets never move a route, and with
+/// `keepalive = "1s"` traffic moves within about four seconds.
+pub const FAILOVER_KEEPALIVES: u32 = 3;
+/// Default `failback_after`, in keepalive intervals: a hub back from
+/// maintenance gets ten answers' worth of steadiness (about four minutes at
+/// the default keepalive) before its spokes return, so a flapping hub does
+/// not pull them back and forth.
+pub const FAILBACK_KEEPALIVES: u32 = 10;
 const MIN_DURATION: Duration = Duration::from_millis(100);
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -83,6 +92,11 @@ pub struct Network {
     pub keepalive: Duration,
     /// Default time after which a hub forgets a learned endpoint.
     pub expire_after: Duration,
+    /// A spoke's primary hub is down after this long without an answer.
+    pub failover_after: Duration,
+    /// A preferred hub answering this long (plus a per-spoke delay) is
+    /// primary again.
+    pub failback_after: Duration,
     pub auth: Auth,
 }
 
@@ -362,6 +376,18 @@ fn check_network(
             format!("expire_after ({expire_after:?}) must be longer than keepalive ({keepalive:?}); three keepalives or more is usual"),
         );
     }
+    let failover_after = c
+        .duration(&n.failover_after, "failover_after")
+        .unwrap_or(keepalive * FAILOVER_KEEPALIVES);
+    if failover_after <= keepalive {
+        c.err(
+            n.failover_after.as_ref().map_or(0..0, Spanned::span),
+            format!("failover_after ({failover_after:?}) must be longer than keepalive ({keepalive:?}): a hub is down only after answers are missed"),
+        );
+    }
+    let failback_after = c
+        .duration(&n.failback_after, "failback_after")
+        .unwrap_or(keepalive * FAILBACK_KEEPALIVES);
     let auth = match n.auth.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("none") => Auth::None,
         Some("keys") => Auth::Keys,
@@ -385,6 +411,8 @@ fn check_network(
             mtu,
             keepalive,
             expire_after,
+            failover_after,
+            failback_after,
             auth,
         })
     })()

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     config::Topology,
     datapath::Scope,
-    probe::{PrivateKey, hub::Outcome as Heard, io::Inner},
+    probe::{PrivateKey, failover::Failover, hub::Outcome as Heard, io::Inner},
     reconcile::{Conflict, Mac},
 };
 
@@ -45,6 +45,8 @@ pub struct Controller {
     pub(super) sha256: String,
     key: Option<PrivateKey>,
     pub(super) probe: Probe,
+    /// A spoke's primary hub, failing over and back.
+    pub(super) failover: Option<Failover>,
     resync: Duration,
     pub(super) tally: Tally,
     pub(super) conflicts: Vec<Conflict>,
@@ -98,7 +100,9 @@ impl Controller {
         } else {
             warn!("saved state belongs to node {}; ignoring it", saved.node);
         }
+        let failover = probes::failover(None, &topo, node, now.at);
         Ok(Controller {
+            failover,
             node: node.to_string(),
             topo,
             sha256,
@@ -159,7 +163,11 @@ impl Controller {
             Probe::Spoke(s) => s.next_due(now),
             Probe::Hub(_) => self.next_expiry_check,
         };
-        [reconcile, self.learn_at, self.save_due()]
+        let failover = match (&self.failover, &self.probe) {
+            (Some(f), Probe::Spoke(s)) => f.next_check(now, |h| last_answer(s, h)),
+            _ => None,
+        };
+        [reconcile, self.learn_at, self.save_due(), failover]
             .into_iter()
             .flatten()
             .fold(probe, Instant::min)
@@ -176,6 +184,17 @@ impl Controller {
             d(self.save_due()),
             self.in_flight.is_some()
         )
+    }
+
+    /// What the planner needs of the probe: learned and expired peers
+    /// (hub), the current primary hub (spoke).
+    pub(super) fn liveness(&self) -> crate::reconcile::Liveness {
+        let mut l = self.probe.liveness();
+        l.primary = self
+            .failover
+            .as_ref()
+            .and_then(|f| f.primary().map(str::to_string));
+        l
     }
 
     /// Ask for a reconcile by `at` (coalesced with any other request).
@@ -228,6 +247,17 @@ impl Controller {
                 self.save_soon(t);
             }
         }
+        if let (Some(f), Probe::Spoke(s)) = (&mut self.failover, &self.probe)
+            && let Some(c) = f.update(t, |h| last_answer(s, h))
+        {
+            let from = c.from.as_deref().unwrap_or("none");
+            if c.failback {
+                info!(hub = %c.to, "primary hub {from} -> {}: it answered steadily, failing back", c.to);
+            } else {
+                warn!(hub = %c.to, "primary hub {from} -> {}: {from} silent for {:?}, failing over", c.to, self.topo.network.failover_after);
+            }
+            self.want(t, "primary hub changed");
+        }
         if self.in_flight.is_none() && t >= self.reconcile_due() {
             self.start_reconcile(t, out);
         }
@@ -272,7 +302,7 @@ impl Controller {
             why,
             topo: self.topo.clone(),
             node: self.node.clone(),
-            liveness: self.probe.liveness(),
+            liveness: self.liveness(),
             retire: self.retire.clone(),
         }));
     }
@@ -435,6 +465,7 @@ impl Controller {
             Ok(p) => p,
             Err(e) => return self.refuse(why, &loaded.sha256, &e),
         };
+        self.failover = probes::failover(self.failover.as_ref(), &topo, &self.node, now.at);
         self.invalid = None;
         let old = Scope::of(&self.topo.network);
         let new = Scope::of(&topo.network);
@@ -498,6 +529,10 @@ impl Controller {
 
 fn public(key: &Option<PrivateKey>) -> Option<crate::probe::PublicKey> {
     key.as_ref().map(PrivateKey::public)
+}
+
+fn last_answer(s: &crate::probe::spoke::SpokeProbe, hub: &str) -> Option<Instant> {
+    s.hubs().get(hub).and_then(|h| h.last_answer)
 }
 
 fn hub_address(topo: &Topology, mac: Mac) -> Option<IpAddr> {

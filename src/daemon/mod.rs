@@ -26,6 +26,8 @@ mod view;
 mod watch;
 
 #[cfg(test)]
+mod failover_tests;
+#[cfg(test)]
 mod runner_tests;
 #[cfg(test)]
 mod tests;

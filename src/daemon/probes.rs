@@ -3,11 +3,14 @@
 //! old one, so a failure leaves the running probe, and all it learned,
 //! untouched.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Instant};
 
 use crate::{
     config::{self, Auth, Role, Topology},
-    probe::{PairKey, PrivateKey, hub::HubProbe, hub::Peer, pair_key, spoke::SpokeProbe},
+    probe::{
+        PairKey, PrivateKey, failover::Failover, hub::HubProbe, hub::Peer, pair_key,
+        spoke::SpokeProbe,
+    },
     reconcile::{Liveness, Mac},
 };
 
@@ -93,10 +96,32 @@ impl Probe {
                             .then(|| (name.clone(), p.expire_after))
                     })
                     .collect(),
+                primary: None,
             },
             Probe::Spoke(_) => Liveness::default(),
         }
     }
+}
+
+/// A spoke's failover state for `topo`, keeping the current primary of
+/// `old` if it is still a hub; `None` on a hub.
+pub fn failover(
+    old: Option<&Failover>,
+    topo: &Topology,
+    node: &str,
+    now: Instant,
+) -> Option<Failover> {
+    let me = topo.nodes.get(node).filter(|n| n.role == Role::Spoke)?;
+    let order: Vec<String> = topo.hub_order(me).iter().map(|h| h.name.clone()).collect();
+    let (over, back) = (topo.network.failover_after, topo.network.failback_after);
+    Some(match old {
+        Some(f) => {
+            let mut f = f.clone();
+            f.reconfigure(node, order, over, back);
+            f
+        }
+        None => Failover::new(node, order, over, back, now),
+    })
 }
 
 /// Overlay address of a declared node.

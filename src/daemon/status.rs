@@ -19,6 +19,10 @@ pub struct Status {
     pub role: String,
     /// This node's address and port as a hub sees them (spokes).
     pub reflexive: Option<SocketAddr>,
+    /// A spoke's primary hub, the one its overlay route goes through; null
+    /// while no hub answers, absent on hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<Option<String>>,
     pub peers: Vec<PeerStatus>,
     /// Keepalive counters: sent, received, accepted, rejected_<reason>, ...
     pub counters: BTreeMap<String, u64>,
@@ -62,6 +66,12 @@ pub struct PeerStatus {
     pub state: String,
     /// Seconds since the last accepted keepalive (hub) or answer (spoke).
     pub last_seen_secs: Option<f64>,
+    /// Spokes, per hub: round-trip time of the last answered keepalive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Spokes, per hub: keepalives sent since its last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -129,6 +139,12 @@ pub fn table(s: &Status) -> String {
         s.network,
         s.reflexive.map_or("-".to_string(), |r| r.to_string())
     );
+    if let Some(p) = &s.primary {
+        out.push_str(&format!(
+            "primary hub: {}\n",
+            p.as_deref().unwrap_or("none (no hub answers)")
+        ));
+    }
     if !s.reconcile.ok && s.reconcile.failures > 0 {
         out.push_str(&format!(
             "reconcile FAILING ({} tries, next in {}): {}\n",
@@ -155,8 +171,7 @@ pub fn table(s: &Status) -> String {
                 p.endpoint.map_or("-".into(), |e| e.to_string()),
                 p.source.clone(),
                 p.state.clone(),
-                p.last_seen_secs
-                    .map_or("-".into(), |t| format!("{t:.1}s ago")),
+                last_seen(p),
             ]
         })
         .collect();
@@ -193,6 +208,20 @@ pub fn table(s: &Status) -> String {
         out.push_str(&format!("note: {p}\n"));
     }
     out
+}
+
+/// "0.4s ago", with a spoke's view of the hub: "0.4s ago, rtt 0.3 ms, 2 unanswered".
+fn last_seen(p: &PeerStatus) -> String {
+    let mut v = p
+        .last_seen_secs
+        .map_or("-".into(), |t| format!("{t:.1}s ago"));
+    if let Some(rtt) = p.rtt_ms {
+        v.push_str(&format!(", rtt {rtt:.1} ms"));
+    }
+    if let Some(n) = p.unanswered.filter(|n| *n > 1) {
+        v.push_str(&format!(", {n} unanswered"));
+    }
+    v
 }
 
 fn short(sha: &str) -> &str {

@@ -38,6 +38,8 @@ impl Controller {
                         source: source.into(),
                         state: state.into(),
                         last_seen_secs: live.and_then(|l| secs(l.last_seen)),
+                        rtt_ms: None,
+                        unanswered: None,
                         note: conflict.map(ToString::to_string),
                     });
                 }
@@ -61,6 +63,8 @@ impl Controller {
                         source: "static".into(),
                         state: state.into(),
                         last_seen_secs: h.last_answer.and_then(secs),
+                        rtt_ms: h.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                        unanswered: Some(h.unanswered),
                         note: None,
                     });
                 }
@@ -73,6 +77,7 @@ impl Controller {
             network: self.topo.network.name.clone(),
             role: role.into(),
             reflexive,
+            primary: self.primary_answering(now),
             peers,
             counters: self.tally.counters.clone(),
             reconcile: ReconcileStatus {
@@ -88,6 +93,19 @@ impl Controller {
                 refused: self.invalid.as_ref().map(|(_, why)| why.clone()),
             },
         }
+    }
+
+    /// A spoke's primary hub if it answers (`Some(None)` if it does not);
+    /// `None` on a hub.
+    fn primary_answering(&self, now: Instant) -> Option<Option<String>> {
+        let (Some(f), Probe::Spoke(s)) = (&self.failover, &self.probe) else {
+            return None;
+        };
+        let over = self.topo.network.failover_after;
+        Some(f.primary().and_then(|p| {
+            let answered = s.hubs().get(p)?.last_answer?;
+            (now.saturating_duration_since(answered) <= over).then(|| p.to_string())
+        }))
     }
 
     /// The Prometheus text exposition.

@@ -8,6 +8,7 @@
 //! open the very NAT binding the data uses, and the hub learns that binding.
 
 pub mod auth;
+pub mod failover;
 pub mod hub;
 pub mod io;
 pub mod keyfile;

@@ -13,7 +13,12 @@ use super::{
     verify::{self, Freshness, Reject},
     wire::{self, Kind, Message},
 };
-use crate::reconcile::Mac;
+use crate::{config::placement::unit_interval, reconcile::Mac};
+
+/// Keepalives go out up to this fraction of an interval early, drawn from
+/// the spoke's name and counter, so a fleet that booted together does not
+/// send in step.
+pub const KEEPALIVE_JITTER: f64 = 0.1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubLink {
@@ -21,7 +26,15 @@ pub struct HubLink {
     pub mac: Mac,
     pub key: Option<PairKey>,
     pub last_sent: Option<Instant>,
+    /// When the next keepalive is due: up to a tenth of an interval early,
+    /// never late (the interval is chosen to beat NAT timeouts), so spokes
+    /// that started together drift apart.
+    pub next_send: Option<Instant>,
     pub last_answer: Option<Instant>,
+    /// Time from the last keepalive sent to the answer that followed it.
+    pub rtt: Option<Duration>,
+    /// Keepalives sent since the last answer.
+    pub unanswered: u32,
     /// Highest counter of a verified answer (auth = "keys"); 0 otherwise.
     pub answer_counter: u64,
     /// This spoke's address and port as this hub sees them.
@@ -77,7 +90,10 @@ impl SpokeProbe {
                 mac,
                 key: None,
                 last_sent: None,
+                next_send: None,
                 last_answer: None,
+                rtt: None,
+                unanswered: 0,
                 answer_counter: 0,
                 reflexive: None,
             });
@@ -104,10 +120,7 @@ impl SpokeProbe {
     pub fn on_tick(&mut self, now: Instant, counter_hint: u64) -> Vec<(Mac, Vec<u8>)> {
         let mut out = Vec::new();
         for h in self.hubs.values_mut() {
-            let due = h
-                .last_sent
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
-            if !due {
+            if h.next_send.is_some_and(|t| now < t) {
                 continue;
             }
             self.counter = counter_hint.max(self.counter.saturating_add(1));
@@ -118,6 +131,9 @@ impl SpokeProbe {
                 to: h.name.clone(),
             };
             h.last_sent = Some(now);
+            h.unanswered = h.unanswered.saturating_add(1);
+            let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
+            h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
             out.push((h.mac, seal(&m, h.key.as_ref().filter(|_| self.auth))));
         }
         out
@@ -127,7 +143,7 @@ impl SpokeProbe {
     pub fn next_due(&self, now: Instant) -> Instant {
         self.hubs
             .values()
-            .map(|h| h.last_sent.map_or(now, |t| t + self.interval))
+            .map(|h| h.next_send.unwrap_or(now))
             .min()
             .unwrap_or(now + self.interval)
     }
@@ -150,6 +166,8 @@ impl SpokeProbe {
             h.answer_counter = m.counter;
         }
         h.last_answer = Some(now);
+        h.rtt = h.last_sent.map(|t| now.saturating_duration_since(t));
+        h.unanswered = 0;
         h.reflexive = Some(seen);
         Ok(h.name.clone())
     }

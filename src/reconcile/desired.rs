@@ -51,6 +51,9 @@ pub struct Liveness {
     pub learned: BTreeMap<String, SocketAddr>,
     /// Peers silent for longer than this, by name.
     pub expired: BTreeMap<String, std::time::Duration>,
+    /// A spoke's primary hub as its keepalives decide it (failover); `None`:
+    /// the first of its placement order.
+    pub primary: Option<String>,
 }
 
 /// The state lvn wants on this node, and why each object is wanted.
@@ -114,9 +117,10 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
         mtu_from,
     };
     let peers = direct_peers(topo, me, live, &mut d);
+    let hubs = hub_order(topo, me, live);
     match topo.network.datapath {
-        Datapath::Vxlan => vxlan(topo, me, family, mtu, network, &peers, &mut d),
-        Datapath::Fou => fou(topo, me, mtu, network, &peers, underlay, &mut d),
+        Datapath::Vxlan => vxlan(topo, me, family, mtu, network, &peers, &hubs, &mut d),
+        Datapath::Fou => fou(topo, me, mtu, network, &peers, &hubs, underlay, &mut d),
     }
     d
 }
@@ -226,6 +230,7 @@ fn add_settings(d: &mut Desired, topo: &Topology, me: &Node, dev: &str, redirect
 }
 
 /// VXLAN: one device, an FDB entry and a permanent neighbour per peer.
+#[allow(clippy::too_many_arguments)]
 fn vxlan(
     topo: &Topology,
     me: &Node,
@@ -233,6 +238,7 @@ fn vxlan(
     mtu: u32,
     network: Reason,
     peers: &[Direct],
+    hubs: &[&Node],
     d: &mut Desired,
 ) {
     let net = &topo.network;
@@ -300,20 +306,22 @@ fn vxlan(
     match me.role {
         Role::Hub => add_route(d, route(net.overlay, None), Reason::HubOverlay),
         Role::Spoke => {
-            // The overlay goes through the primary hub; the others are
-            // reached directly (placement: `config::placement`).
-            let mut hubs = topo.hub_order(me).into_iter();
-            if let Some(first) = hubs.next() {
+            // The overlay goes through the primary hub (placement, then
+            // failover); with several hubs each is also reached directly,
+            // the primary included, so a failover changes one route.
+            if let Some(first) = hubs.first() {
                 let why = Reason::ViaHub {
                     hub: first.name.clone(),
                 };
                 add_route(d, route(net.overlay, Some(first.address)), why);
             }
-            for hub in hubs {
-                let why = Reason::DirectHub {
-                    hub: hub.name.clone(),
-                };
-                add_route(d, route(IpNet::from(hub.address), None), why);
+            if hubs.len() > 1 {
+                for hub in hubs {
+                    let why = Reason::DirectHub {
+                        hub: hub.name.clone(),
+                    };
+                    add_route(d, route(IpNet::from(hub.address), None), why);
+                }
             }
         }
     }
@@ -322,12 +330,14 @@ fn vxlan(
 
 /// FOU: a listener, and per peer an ipip tunnel with FOU encapsulation,
 /// the node's address on it and a route through it.
+#[allow(clippy::too_many_arguments)]
 fn fou(
     topo: &Topology,
     me: &Node,
     mtu: u32,
     network: Reason,
     peers: &[Direct],
+    hubs: &[&Node],
     underlay: &Underlay,
     d: &mut Desired,
 ) {
@@ -373,7 +383,7 @@ fn fou(
         IpNet::V6(_) => 128,
     };
     let own = IpNet::new(me.address, prefix).unwrap_or(net.overlay);
-    let first_hub = topo.primary_hub(me).map(|h| h.name.as_str());
+    let first_hub = hubs.first().map(|h| h.name.as_str());
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
         d.state.tunnels.insert(
@@ -401,29 +411,27 @@ fn fou(
             me,
         );
         // A spoke sends the whole overlay to its primary hub; everyone else
-        // is reached on its own tunnel.
-        let (dst, why) = if me.role == Role::Spoke && Some(p.node.name.as_str()) == first_hub {
-            (
-                net.overlay,
-                Reason::ViaHub {
-                    hub: p.node.name.clone(),
-                },
-            )
-        } else {
-            (
-                IpNet::from(p.node.address),
-                Reason::PeerAddress {
-                    peer: p.name.clone(),
-                },
-            )
-        };
-        let r = Route {
+        // is reached on its own tunnel. With several hubs every hub keeps
+        // its own route too, so a failover changes one route.
+        let primary = me.role == Role::Spoke && Some(p.node.name.as_str()) == first_hub;
+        let on_tunnel = |dst| Route {
             dev: name.clone(),
             dst,
             metric,
             via: None,
         };
-        add_route(d, r, why);
+        if primary {
+            let why = Reason::ViaHub {
+                hub: p.node.name.clone(),
+            };
+            add_route(d, on_tunnel(net.overlay), why);
+        }
+        if !primary || hubs.len() > 1 {
+            let why = Reason::PeerAddress {
+                peer: p.name.clone(),
+            };
+            add_route(d, on_tunnel(IpNet::from(p.node.address)), why);
+        }
         add_settings(d, topo, me, &name, false);
     }
 }
@@ -472,4 +480,17 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
             )
         }
     }
+}
+
+/// A spoke's hubs, its current primary first: placement's order, with the
+/// hub failover chose moved to the front.
+fn hub_order<'t>(topo: &'t Topology, me: &Node, live: &Liveness) -> Vec<&'t Node> {
+    let mut order = topo.hub_order(me);
+    if let Some(p) = &live.primary
+        && let Some(i) = order.iter().position(|h| &h.name == p)
+    {
+        let primary = order.remove(i);
+        order.insert(0, primary);
+    }
+    order
 }
