@@ -255,6 +255,7 @@ impl Controller {
                 info!(hub = %c.to, "primary hub {from} -> {}: it answered steadily, failing back", c.to);
             } else {
                 warn!(hub = %c.to, "primary hub {from} -> {}: {from} silent for {:?}, failing over", c.to, self.topo.network.failover_after);
+                self.tally.count("failovers", 1);
             }
             self.want(t, "primary hub changed");
         }

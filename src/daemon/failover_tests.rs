@@ -194,6 +194,15 @@ fn a_silent_primary_hub_fails_over_and_comes_back_after_failback_after() {
         lab.spoke.status(lab.now.at).primary,
         Some(Some("h2".to_string()))
     );
+    let text = lab.spoke.metrics_text(lab.now.at);
+    for line in [
+        "lvn_hub_primary{node=\"alice\",network=\"lab\",hub=\"h2\"} 1",
+        "lvn_hub_primary{node=\"alice\",network=\"lab\",hub=\"h1\"} 0",
+        "lvn_hub_up{node=\"alice\",network=\"lab\",hub=\"h1\"} 0",
+        "lvn_failovers_total{node=\"alice\",network=\"lab\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
 
     // h1 returns: alice waits for 10 s of answers plus her delay.
     lab.hubs[0].2 = true;

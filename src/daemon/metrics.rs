@@ -28,7 +28,7 @@ pub fn render(m: &Tally, status: &Status) -> String {
     );
 
     family(&mut o, "lvn_peers", "gauge", "Peers by state.");
-    for state in ["up", "waiting", "expired", "refused"] {
+    for state in ["up", "waiting", "expired", "refused", "down"] {
         let n = status.peers.iter().filter(|p| p.state == state).count();
         let _ = writeln!(o, "lvn_peers{{{node},state=\"{state}\"}} {n}");
     }
@@ -143,6 +143,9 @@ pub fn render(m: &Tally, status: &Status) -> String {
         "lvn_config_info{{{node},sha256=\"{}\"}} 1",
         status.config.sha256
     );
+    if let Some(primary) = &status.primary {
+        hubs_of_a_spoke(&mut o, &node, status, primary.as_deref());
+    }
     family(
         &mut o,
         "lvn_config_refused",
@@ -166,6 +169,58 @@ pub fn render(m: &Tally, status: &Status) -> String {
         status.reconcile.failures
     );
     o
+}
+
+/// A spoke's view of its hubs: up, primary, round-trip time, failovers.
+fn hubs_of_a_spoke(o: &mut String, node: &str, status: &Status, primary: Option<&str>) {
+    family(
+        o,
+        "lvn_hub_up",
+        "gauge",
+        "Spokes: 1 while the hub answers keepalives.",
+    );
+    for p in &status.peers {
+        let up = u8::from(p.state == "up");
+        let _ = writeln!(o, "lvn_hub_up{{{node},hub=\"{}\"}} {up}", label(&p.name));
+    }
+    family(
+        o,
+        "lvn_hub_primary",
+        "gauge",
+        "Spokes: 1 for the hub the overlay route goes through.",
+    );
+    for p in &status.peers {
+        let is = u8::from(primary == Some(p.name.as_str()));
+        let _ = writeln!(
+            o,
+            "lvn_hub_primary{{{node},hub=\"{}\"}} {is}",
+            label(&p.name)
+        );
+    }
+    family(
+        o,
+        "lvn_hub_rtt_seconds",
+        "gauge",
+        "Spokes: round-trip time of the last answered keepalive.",
+    );
+    for p in &status.peers {
+        if let Some(ms) = p.rtt_ms {
+            let _ = writeln!(
+                o,
+                "lvn_hub_rtt_seconds{{{node},hub=\"{}\"}} {}",
+                label(&p.name),
+                ms / 1000.0
+            );
+        }
+    }
+    family(
+        o,
+        "lvn_failovers_total",
+        "counter",
+        "Spokes: overlay route moved away from a silent primary hub.",
+    );
+    let n = status.counters.get("failovers").copied().unwrap_or(0);
+    let _ = writeln!(o, "lvn_failovers_total{{{node}}} {n}");
 }
 
 /// Tell systemd (Type=notify) about the daemon's state, if it listens.

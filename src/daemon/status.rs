@@ -61,7 +61,8 @@ pub struct PeerStatus {
     pub endpoint: Option<SocketAddr>,
     /// "static", "learned", or "none" (nothing known yet).
     pub source: String,
-    /// "up", "waiting" (nothing heard yet), "expired", or "refused" (the
+    /// "up", "waiting" (nothing heard yet), "expired" (a hub's spoke), "down"
+    /// (a spoke's hub, silent for `failover_after`), or "refused" (the
     /// datapath cannot carry it; `note` says why and what to do).
     pub state: String,
     /// Seconds since the last accepted keepalive (hub) or answer (spoke).

@@ -46,14 +46,16 @@ impl Controller {
                 ("hub", None)
             }
             Probe::Spoke(s) => {
-                let expire = self.topo.network.expire_after;
+                // A hub is down for this spoke once it has not answered for
+                // failover_after: the failover's own rule.
+                let down_after = self.topo.network.failover_after;
                 for (name, h) in s.hubs() {
                     let Some(node) = self.topo.nodes.get(name) else {
                         continue;
                     };
                     let state = match h.last_answer {
                         None => "waiting",
-                        Some(t) if now.saturating_duration_since(t) > expire => "expired",
+                        Some(t) if now.saturating_duration_since(t) > down_after => "down",
                         Some(_) => "up",
                     };
                     peers.push(PeerStatus {
