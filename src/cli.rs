@@ -83,6 +83,11 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
     },
+    /// Print configuration for other software, generated from the topology.
+    Export {
+        #[command(subcommand)]
+        what: Export,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -103,6 +108,13 @@ enum Command {
     Genkey { path: PathBuf },
     /// Print the public key of an existing private key file.
     Pubkey { path: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum Export {
+    /// BIRD 2 configuration of a hub (--node): iBGP with every other hub
+    /// over the overlay, carrying lvn's routes to each hub's live spokes.
+    Bird,
 }
 
 pub fn main() -> ExitCode {
@@ -193,6 +205,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", daemon::table(&status));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { what: Export::Bird } => {
+            let Some(ctx) = Session::load(&cli)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let me = ctx.topo.node(&ctx.node)?;
+            match reconcile::bird::bird_config(&ctx.topo, me) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Schema => {
             print!("{}", config::schema_json());

@@ -145,3 +145,78 @@ fn spokes_fail_over_to_the_next_hub_and_come_back() {
     );
     assert!(f.n.lab.ping(&f.n.a, "100.64.3.2"), "a -> c after failback");
 }
+
+/// Start BIRD in `ns` with the configuration `lvn export bird` makes for
+/// `hub`.
+fn start_bird(f: &Fleet, ns: &str, hub: &str) -> NsProcess {
+    let bird = ["/usr/sbin/bird", "/usr/bin/bird"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("BIRD 2 is not installed: scripts/test installs Debian's bird2");
+    let cfg = f.cfg.to_string_lossy().into_owned();
+    let text = sh(&[
+        common::lvn_bin(),
+        "export",
+        "bird",
+        "--config",
+        &cfg,
+        "--node",
+        hub,
+    ]);
+    let conf = f.dir(hub, "bird.conf");
+    std::fs::write(&conf, text).unwrap();
+    let check = common::run(&[bird, "-p", "-c", &conf]);
+    assert!(
+        check.status.success(),
+        "bird -p refuses the exported file: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let (sock, pid) = (f.dir(hub, "bird.ctl"), f.dir(hub, "bird.pid"));
+    f.n.spawn(
+        ns,
+        &format!("bird-{hub}"),
+        &[bird, "-f", "-c", &conf, "-s", &sock, "-P", &pid],
+    )
+}
+
+/// A spoke that one hub cannot reach (it answers only the other hub) is
+/// still reachable from spokes on that hub: the hubs learn each other's
+/// spokes through BIRD (iBGP over the overlay), configured by `lvn export
+/// bird`, from lvn's gateway host routes.
+#[test]
+fn a_spoke_one_hub_cannot_reach_is_reached_through_the_other_hub() {
+    let mut f = Fleet::new("bird", &two_hubs());
+    let h2 = f.n.lab.host("h2", &[&format!("{H2_IP}/24")]);
+    let hub1_ns = f.n.hub.clone();
+    let _bird1 = start_bird(&f, &hub1_ns, "hub1");
+    let _bird2 = start_bird(&f, &h2, "h2");
+    let hub1 = f.start(&hub1_ns, "hub1");
+    let _h2 = f.start(&h2, "h2");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _c = f.start(&f.n.c.clone(), "c");
+    f.wait_peer("c", "up");
+    wait_until(WAIT, || f.n.lab.ping(&f.n.a, "100.64.3.2").then_some(()))
+        .expect("a (on hub1) reaches c");
+    // Gateway host routes: hub1 routes c through c itself.
+    let routes = sh(&["ip", "-n", &hub1_ns, "route", "show", "proto", "76"]);
+    assert!(
+        routes.contains("100.64.3.2 via 100.64.3.2 dev lvn-lab"),
+        "{routes}"
+    );
+
+    // hub1 stops hearing c (it drops everything from c's NAT address): c
+    // expires there, and hub1 routes c through h2, as BIRD learned it.
+    let drop = format!(
+        "table inet lvntest {{\n chain input {{\n  type filter hook input priority -10; policy accept;\n  ip saddr {NAT2_PUBLIC} drop\n }}\n}}\n"
+    );
+    load_nft(&hub1_ns, &drop);
+    f.wait_peer("c", "expired");
+    let via_h2 = wait_until(Duration::from_secs(30), || {
+        let r = sh(&["ip", "-n", &hub1_ns, "route", "show", "100.64.3.2"]);
+        r.contains("via 100.64.0.4").then_some(r)
+    })
+    .unwrap_or_else(|| panic!("hub1 never learned c through h2: {}", hub1.output()));
+    assert!(via_h2.contains("proto bird"), "{via_h2}");
+    wait_until(WAIT, || f.n.lab.ping(&f.n.a, "100.64.3.2").then_some(()))
+        .expect("a (on hub1) reaches c through h2");
+}

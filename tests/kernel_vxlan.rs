@@ -97,6 +97,13 @@ fn hub_and_spokes_ping_and_second_apply_writes_nothing() {
         f.lab.ping(&f.bob, "100.64.1.2"),
         "bob -> alice through the hub"
     );
+    // The hub routes each spoke through the spoke itself (a gateway host
+    // route), so forwarding between spokes sends no ICMP redirect.
+    let out = f.lab.in_ns(
+        &f.alice,
+        &["ping", "-c", "5", "-i", "0.2", "-W", "1", "100.64.1.3"],
+    );
+    assert!(!out.contains("Redirect"), "the hub sent redirects: {out}");
 
     // The data really goes through the hub: alice has no entry for bob.
     let fdb = f
@@ -178,7 +185,8 @@ fn spoke_added_adds_only_its_entries() {
         kinds,
         vec![
             ("\"add\"".to_string(), "\"fdb\"".to_string()),
-            ("\"add\"".to_string(), "\"neigh\"".to_string())
+            ("\"add\"".to_string(), "\"neigh\"".to_string()),
+            ("\"add\"".to_string(), "\"route\"".to_string())
         ],
         "{plan}"
     );

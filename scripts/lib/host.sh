@@ -30,6 +30,26 @@ lvn_packages() {
     fi
 }
 
+# lvn_packages_no_service PACKAGE...: lvn_packages for packages that ship a
+# system service (bird2): the tests run their own instances in their own
+# namespaces, so the package's service must not start on install. A
+# policy-rc.d that denies every start is put in place for the install only,
+# unless one exists already (container images have one).
+lvn_packages_no_service() {
+    local ours=
+    if ! [ -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        ours=1
+    fi
+    local rc=0
+    lvn_packages "$@" || rc=$?
+    if [ -n "$ours" ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    return "$rc"
+}
+
 # lvn_cargo: cargo on PATH, and the C toolchain that linking Rust and the
 # `cc` crate (a build dependency) need. rustup puts cargo in ~/.cargo/bin,
 # which sudo's secure_path and a bare PATH leave out.

@@ -161,6 +161,11 @@ fn direct_peers<'a>(
                     d.removal_reasons.insert(ObjectKey::Fdb(mac), r.clone());
                     d.removal_reasons
                         .insert(ObjectKey::Neigh(peer.address), r.clone());
+                    let host = RouteKey {
+                        dst: IpNet::from(peer.address),
+                        metric: route_metric(topo),
+                    };
+                    d.removal_reasons.insert(ObjectKey::Route(host), r.clone());
                     let tunnel = tunnel_name(&topo.network.name, &peer.name);
                     d.removal_reasons.insert(ObjectKey::Tunnel(tunnel), r);
                 }
@@ -304,7 +309,21 @@ fn vxlan(
         via,
     };
     match me.role {
-        Role::Hub => add_route(d, route(net.overlay, None), Reason::HubOverlay),
+        Role::Hub => {
+            add_route(d, route(net.overlay, None), Reason::HubOverlay);
+            // A gateway route to each live spoke through itself: forwarding
+            // between spokes then sends no ICMP redirect (the kernel sends
+            // one when the route back is the on-link overlay route), and a
+            // routing daemon beside lvn can announce the hub's spokes to
+            // the other hubs (`lvn export bird`).
+            for p in peers.iter().filter(|p| p.node.role == Role::Spoke) {
+                let host = IpNet::from(p.node.address);
+                let why = Reason::SpokeRoute {
+                    peer: p.name.clone(),
+                };
+                add_route(d, route(host, Some(p.node.address)), why);
+            }
+        }
         Role::Spoke => {
             // The overlay goes through the primary hub (placement, then
             // failover); with several hubs each is also reached directly,

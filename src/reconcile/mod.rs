@@ -3,6 +3,7 @@
 //! ordered steps between the two (`plan.rs`), rendered for people and for
 //! machines (`render.rs`). No clock, no I/O.
 
+pub mod bird;
 mod desired;
 mod model;
 mod plan;

@@ -25,6 +25,8 @@ pub enum Reason {
     DirectHub { hub: String },
     /// A hub reaches every node of the overlay on its device.
     HubOverlay,
+    /// A hub's gateway route to a live spoke, through the spoke itself.
+    SpokeRoute { peer: Arc<str> },
     /// Device settings for this node's role.
     Role { role: crate::config::Role },
     /// lvn owns it and the topology no longer wants it.
@@ -52,6 +54,7 @@ impl fmt::Display for Reason {
             Reason::ViaHub { hub } => write!(f, "overlay through primary hub {hub}"),
             Reason::DirectHub { hub } => write!(f, "{hub}: hub reached directly"),
             Reason::HubOverlay => write!(f, "hub: overlay on this device"),
+            Reason::SpokeRoute { peer } => write!(f, "{peer}: live spoke, routed through itself"),
             Reason::Role { role } => match role {
                 crate::config::Role::Hub => write!(f, "hub: forwards between spokes"),
                 crate::config::Role::Spoke => write!(f, "spoke: does not forward"),
