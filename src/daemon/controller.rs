@@ -100,7 +100,12 @@ impl Controller {
         } else {
             warn!("saved state belongs to node {}; ignoring it", saved.node);
         }
-        let failover = probes::failover(None, &topo, node, now.at);
+        let mut failover = probes::failover(None, &topo, node, now.at);
+        if let (Some(f), Some(p)) = (&mut failover, &saved.primary)
+            && saved.node == node
+        {
+            f.restore_primary(p);
+        }
         Ok(Controller {
             failover,
             node: node.to_string(),

@@ -223,3 +223,36 @@ fn a_silent_primary_hub_fails_over_and_comes_back_after_failback_after() {
         "failback after {returned:?}, due {due:?}"
     );
 }
+
+#[test]
+fn a_restart_keeps_routing_through_the_hub_failover_chose() {
+    let h2: IpAddr = "100.64.0.2".parse().unwrap();
+    let mut lab = Lab::new();
+    lab.event(Event::Tick);
+    lab.hubs[0].2 = false;
+    lab.advance(Duration::from_secs(6));
+    assert_eq!(lab.via(), Some(h2));
+    let saved = lab.spoke.saved(lab.now);
+    assert_eq!(saved.primary.as_deref(), Some("h2"));
+    // The spoke restarts; its first reconcile keeps the route on h2.
+    let topo = lab.spoke.topology().clone();
+    let mut again = Controller::new(
+        "alice",
+        (topo, None),
+        "0".into(),
+        &saved,
+        Duration::from_secs(30),
+        lab.now,
+    )
+    .expect("controller");
+    assert_eq!(again.liveness().primary.as_deref(), Some("h2"));
+    let effects = again.on(Event::Tick, lab.now);
+    let req = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Reconcile(r) => Some(r),
+            _ => None,
+        })
+        .expect("a first reconcile");
+    assert_eq!(req.liveness.primary.as_deref(), Some("h2"));
+}

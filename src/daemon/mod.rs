@@ -112,7 +112,8 @@ fn load_key(topo: &Topology, opts: &Options) -> Result<Option<PrivateKey>> {
     }
 }
 
-/// Learned endpoints saved by a daemon, for `lvn plan` beside it.
+/// What a daemon beside `lvn plan` saved: learned endpoints (hub), the
+/// primary hub failover chose (spoke), so the plan shows what it would do.
 pub fn saved_liveness(state_dir: &std::path::Path, topo: &Topology, node: &str) -> Liveness {
     let mut l = Liveness::default();
     if let Ok(s) = state::load(state_dir, &topo.network.name)
@@ -124,6 +125,7 @@ pub fn saved_liveness(state_dir: &std::path::Path, topo: &Topology, node: &str) 
             .filter(|(n, p)| p.up && topo.nodes.get(n).is_some_and(|n| n.endpoint.is_none()))
             .map(|(n, p)| (n, p.endpoint))
             .collect();
+        l.primary = s.primary.filter(|p| topo.nodes.contains_key(p));
     }
     l
 }

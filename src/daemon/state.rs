@@ -38,6 +38,9 @@ pub struct Saved {
     /// absent in files of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// A spoke's primary hub: a restart keeps routing where failover put it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +123,13 @@ impl Controller {
                     );
                 }
             }
-            Probe::Spoke(_) => s.counter = self.reserved,
+            Probe::Spoke(_) => {
+                s.counter = self.reserved;
+                s.primary = self
+                    .failover
+                    .as_ref()
+                    .and_then(|f| f.primary().map(str::to_string));
+            }
         }
         s
     }

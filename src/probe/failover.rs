@@ -80,6 +80,14 @@ impl Failover {
         self.failback_after = failback_after;
     }
 
+    /// Resume with the primary a previous run had chosen, if it is still
+    /// one of the hubs (a restart does not move the route back by itself).
+    pub fn restore_primary(&mut self, hub: &str) {
+        if self.order.iter().any(|h| h == hub) {
+            self.primary = Some(hub.to_string());
+        }
+    }
+
     pub fn primary(&self) -> Option<&str> {
         self.primary.as_deref()
     }
