@@ -16,7 +16,7 @@ pub use super::events::{Effect, Event, Loaded, Now, Tally};
 use super::{
     backoff::{Backoff, Report},
     probes::{self, Probe},
-    reconciler::{Outcome, Request, must_retire},
+    reconciler::{Outcome, Request},
     state::{self, Saved},
 };
 use crate::{
@@ -43,7 +43,7 @@ pub struct Controller {
     pub(super) node: String,
     pub(super) topo: Arc<Topology>,
     pub(super) sha256: String,
-    key: Option<PrivateKey>,
+    pub(super) key: Option<PrivateKey>,
     pub(super) probe: Probe,
     /// A spoke's primary hub, failing over and back.
     pub(super) failover: Option<Failover>,
@@ -56,7 +56,7 @@ pub struct Controller {
     pub(super) next_resync: Instant,
     pub(super) reconcile: Backoff,
     /// Scopes of earlier topologies still to remove.
-    retire: Vec<Scope>,
+    pub(super) retire: Vec<Scope>,
     /// Answers waiting for the reconcile that installs their endpoints.
     pending_answers: Vec<(IpAddr, Vec<u8>)>,
     learn_at: Option<Instant>,
@@ -72,7 +72,7 @@ pub struct Controller {
     /// SHA-256 of an invalid file already reported.
     pub(super) invalid: Option<(String, String)>,
     ready: bool,
-    reloading: bool,
+    pub(super) reloading: bool,
 }
 
 struct InFlight {
@@ -203,7 +203,7 @@ impl Controller {
     }
 
     /// Ask for a reconcile by `at` (coalesced with any other request).
-    fn want(&mut self, at: Instant, why: &str) {
+    pub(super) fn want(&mut self, at: Instant, why: &str) {
         match &mut self.wanted {
             Some((t, _)) if *t <= at => {}
             w => *w = Some((at, why.to_string())),
@@ -452,67 +452,7 @@ impl Controller {
         }
     }
 
-    /// A reload: all or nothing. A file that fails anywhere (parse,
-    /// validation, this node's key, a peer's pair key) changes nothing,
-    /// learned state included.
-    fn on_config(&mut self, loaded: Loaded, now: Now, out: &mut Vec<Effect>) {
-        let why = loaded.why;
-        let (topo, key) = match loaded.result {
-            Ok(ok) => ok,
-            Err(errors) => return self.refuse(why, &loaded.sha256, &errors.join("\n")),
-        };
-        if *topo == *self.topo && public(&key) == public(&self.key) {
-            debug!("reload ({why}): no change");
-            self.invalid = None;
-            self.sha256 = loaded.sha256;
-            return;
-        }
-        let probe = match probes::configure(Some(&self.probe), &topo, &self.node, key.as_ref()) {
-            Ok(p) => p,
-            Err(e) => return self.refuse(why, &loaded.sha256, &e),
-        };
-        self.failover = probes::failover(self.failover.as_ref(), &topo, &self.node, now.at);
-        self.invalid = None;
-        let old = Scope::of(&self.topo.network);
-        let new = Scope::of(&topo.network);
-        if must_retire(&old, &new) && !self.retire.contains(&old) {
-            info!(
-                "reload ({why}): network {} device {} gives way to network {} device {}",
-                old.network, old.device, new.network, new.device
-            );
-            self.retire.push(old);
-        }
-        self.retire.retain(|s| s != &new);
-        self.topo = topo;
-        self.key = key;
-        self.probe = probe;
-        self.sha256 = loaded.sha256;
-        self.tally.count("reloads_ok", 1);
-        info!("reload ({why}): applying the new topology");
-        out.push(Effect::Notify("RELOADING=1".into()));
-        self.reloading = true;
-        // A new file may have fixed what was failing: try now.
-        self.reconcile.retry_at = None;
-        self.want(now.at, "reload");
-        self.save_soon(now.at);
-    }
-
-    /// Report a refused file once per distinct content and reason.
-    fn refuse(&mut self, why: &str, sha256: &str, reason: &str) {
-        self.tally.count("reloads_failed", 1);
-        let seen = (sha256.to_string(), reason.to_string());
-        if self.invalid.as_ref() == Some(&seen) {
-            debug!("reload ({why}): the file is still invalid");
-            return;
-        }
-        for line in reason.lines() {
-            error!("{line}");
-        }
-        error!("reload ({why}): the new file is refused; the running state stays as it was");
-        self.invalid = Some(seen);
-    }
-
-    fn save_soon(&mut self, t: Instant) {
+    pub(super) fn save_soon(&mut self, t: Instant) {
         self.dirty = true;
         self.save_at = Some(self.save_at.map_or(t, |s| s.min(t)));
     }
@@ -531,10 +471,6 @@ impl Controller {
             }
         }
     }
-}
-
-fn public(key: &Option<PrivateKey>) -> Option<crate::probe::PublicKey> {
-    key.as_ref().map(PrivateKey::public)
 }
 
 fn last_answer(s: &crate::probe::spoke::SpokeProbe, hub: &str) -> Option<Instant> {

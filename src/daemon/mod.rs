@@ -1,6 +1,6 @@
 //! `lvn run`: the reconcile loop as a daemon, split the way the planner is.
 //!
-//! `controller.rs` is pure: events (a keepalive, an answer, a tick, a
+//! `controller.rs` is pure (with `reload.rs`, its all-or-nothing reload): events (a keepalive, an answer, a tick, a
 //! topology file loaded, a reconcile or a save finished) come in with `now`,
 //! effects (reconcile, send, save, notify) go out, and `next_wakeup()` says
 //! when to call again. `runner.rs` owns the clock, the sockets
@@ -17,6 +17,7 @@ mod events;
 mod metrics;
 mod probes;
 mod reconciler;
+mod reload;
 mod runner;
 mod serve;
 mod sockets;
