@@ -1,15 +1,15 @@
 //! `lvn run`: the reconcile loop as a daemon, split the way the planner is.
 //!
-//! `controller.rs` is pure (with `reload.rs`, its all-or-nothing reload): events (a keepalive, an answer, a tick, a
+//! `controller.rs` is pure: events (a keepalive, an answer, a tick, a
 //! topology file loaded, a reconcile or a save finished) come in with `now`,
 //! effects (reconcile, send, save, notify) go out, and `next_wakeup()` says
-//! when to call again. `runner.rs` owns the clock, the sockets
-//! (`sockets.rs`), the servers (`serve.rs`), the datapath and the file
-//! watch (`watch.rs`), and runs each effect beside the loop;
-//! `reconciler.rs` is one observe-plan-apply, shared with the controller's
-//! tests on the fake kernel. `probes.rs` builds the probe state machine,
-//! `state.rs` keeps what was learned across restarts, `status.rs`,
-//! `view.rs` and `metrics.rs` show it.
+//! when to call again; `reload.rs` is its all-or-nothing reload. `runner.rs`
+//! owns the clock, the sockets (`sockets.rs`), the servers (`serve.rs`), the
+//! datapath and the file watch (`watch.rs`), and runs each effect beside the
+//! loop; `reconciler.rs` is one observe-plan-apply, shared with the
+//! controller's tests on the fake kernel. `probes.rs` builds the probe state
+//! machines (keepalives, a spoke's failover), `state.rs` keeps what was
+//! learned across restarts, `status.rs`, `view.rs` and `metrics.rs` show it.
 
 mod backoff;
 mod controller;
