@@ -42,17 +42,14 @@ struct Keys {
     bob: PrivateKey,
 }
 
-fn topology_text(keys: Option<&Keys>, device: &str, bob_key: Option<&str>) -> String {
+fn topology_text(keys: Option<&Keys>, device: &str) -> String {
     let auth = if keys.is_some() { "keys" } else { "none" };
     let pk = |k: Option<&PrivateKey>| {
         k.map_or(String::new(), |k| {
             format!("public_key = \"{}\"\n", k.public())
         })
     };
-    let bob_pk = match bob_key {
-        Some(b) => format!("public_key = \"{b}\"\n"),
-        None => pk(keys.map(|k| &k.bob)),
-    };
+    let bob_pk = pk(keys.map(|k| &k.bob));
     format!(
         r#"[network]
 name = "{NET}"
@@ -273,7 +270,7 @@ fn logs<T>(f: impl FnOnce() -> T) -> (T, String) {
 fn hub_sim(keys: Option<&Keys>) -> Sim {
     let key = keys.map(|k| PrivateKey::from_base64(&k.hub.to_base64()).unwrap());
     let mut sim = Sim::new(
-        &topology_text(keys, "lvn-lab", None),
+        &topology_text(keys, "lvn-lab"),
         "hub1",
         key,
         &Saved::default(),
@@ -346,7 +343,7 @@ fn a_failed_reload_forgets_nothing_learned() {
     // A file no pair key can come of: bob's key is a low-order point.
     // Validation refuses those too; this is the controller's own guard, for
     // whatever else may fail after the file is read.
-    let mut topo = parse(&topology_text(Some(&k), "lvn-lab", None));
+    let mut topo = parse(&topology_text(Some(&k), "lvn-lab"));
     topo.network.mtu = Some(1400);
     if let Some(bob) = topo.nodes.get_mut("bob") {
         bob.public_key = Some(
@@ -405,7 +402,7 @@ fn replay_counters_of_expired_peers_survive_a_restart() {
     // Restart from what was saved; the attacker replays from elsewhere.
     let key = PrivateKey::from_base64(&k.hub.to_base64()).unwrap();
     let mut again = Sim::new(
-        &topology_text(Some(&k), "lvn-lab", None),
+        &topology_text(Some(&k), "lvn-lab"),
         "hub1",
         Some(key),
         &saved,
@@ -465,7 +462,7 @@ fn inner_source_mismatch_changes_nothing() {
 /// with a clock behind, the hub refused it as a replay.
 #[test]
 fn a_spoke_saves_its_counter_ahead_of_what_it_sends() {
-    let text = topology_text(None, "lvn-lab", None);
+    let text = topology_text(None, "lvn-lab");
     let mut sim = Sim::new(&text, "alice", None, &Saved::default());
     sim.event(Event::Tick);
     sim.advance(Duration::from_secs(5));
@@ -501,7 +498,7 @@ fn a_reload_that_renames_the_device_replaces_it() {
         sim.dp.observed.state.link.as_ref().map(|l| l.name.as_str()),
         Some("lvn-lab")
     );
-    let renamed = topology_text(None, "lvn-new", None);
+    let renamed = topology_text(None, "lvn-new");
     let before = sim.reconciles.len();
     sim.event(Event::Config(loaded(&renamed, None)));
     assert_eq!(
@@ -586,7 +583,7 @@ fn counters_saved_under_another_auth_mode_or_key_are_dropped_on_restart() {
     let old_key = PrivateKey::generate().public().to_string();
     for saved in [forged("none", None), forged("keys", Some(old_key))] {
         let key = PrivateKey::from_base64(&k.hub.to_base64()).unwrap();
-        let text = topology_text(Some(&k), "lvn-lab", None);
+        let text = topology_text(Some(&k), "lvn-lab");
         let mut sim = Sim::new(&text, "hub1", Some(key), &saved);
         sim.event(Event::Tick);
         let mut alice = alice_probe(Some(&k));
