@@ -91,8 +91,8 @@ fn planner(c: &mut Criterion) {
         let p = reconcile::plan(&desired, &empty).expect("plans");
         assert_eq!(
             p.steps.len(),
-            2 * n + 5,
-            "link, address, 2 sysctls, route, fdb+neigh"
+            3 * n + 5,
+            "link, address, 2 sysctls, overlay route; per spoke fdb, neigh, host route"
         );
         assert!(reconcile::plan(&desired, &same).expect("plans").is_empty());
         assert_eq!(
@@ -169,5 +169,24 @@ fn parsing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, planner, parsing);
+/// `lvn diff` of a 10k-node fleet where one spoke's endpoint moved (issue
+/// 10: under a second), against planning the hub alone, in the same run.
+fn fleet_diff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("diff");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let n = 10_000;
+    let text = topology_text(n);
+    let old = parse(&text);
+    let new = parse(&text.replacen(":10000\"", ":20000\"", 1));
+    let d = reconcile::fleet::diff(&old, &new, None).expect("diffs");
+    assert_eq!(d.summary().0, 1, "only the hub changes");
+    g.bench_with_input(BenchmarkId::new("fleet/one-endpoint", n), &n, |b, _| {
+        b.iter(|| reconcile::fleet::diff(black_box(&old), black_box(&new), None).expect("diffs"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, planner, parsing, fleet_diff);
 criterion_main!(benches);

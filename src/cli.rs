@@ -74,6 +74,24 @@ enum Command {
     },
     /// Print the JSON Schema of the topology file.
     Schema,
+    /// Show what a change of the topology file does to every node (each
+    /// node's plan, as `lvn plan` prints it, assuming OLD is applied
+    /// everywhere). Needs no root, kernel or daemon.
+    Diff {
+        /// The file as it is now (e.g. from `git show origin/main:topology.toml`).
+        old: PathBuf,
+        /// The changed file.
+        new: PathBuf,
+        /// Machine-readable output.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// A table and per-node details to post on a pull request.
+        #[arg(long)]
+        markdown: bool,
+        /// Exit 0 when no node changes, 2 when some do (1: a file is invalid).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
     /// Run the daemon: reconcile, keepalives, NAT discovery, expiry, live reload.
     Run {
         /// Re-read the kernel at least this often, for drift repair.
@@ -221,6 +239,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Diff {
+            old,
+            new,
+            json,
+            markdown,
+            detailed_exitcode,
+        } => {
+            // Both files are checked, and every error of both printed.
+            let (o, n) = (load(&old), load(&new));
+            let (Ok(o), Ok(n)) = (o, n) else {
+                return Ok(ExitCode::from(1));
+            };
+            if let Some(node) = &cli.node
+                && n.node(node).is_err()
+                && o.node(node).is_err()
+            {
+                eprintln!("node '{node}' is in neither file");
+                return Ok(ExitCode::from(1));
+            }
+            let d = reconcile::fleet::diff(&o, &n, cli.node.as_deref())?;
+            let network = &n.network.name;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d.json(network))?);
+            } else if markdown {
+                print!("{}", d.markdown(network));
+            } else {
+                print!("{}", d.text());
+            }
+            Ok(if detailed_exitcode && !d.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Schema => {
             print!("{}", config::schema_json());

@@ -14,10 +14,17 @@ impl Topology {
     /// the others by rendezvous score. A hub's own list is every other hub,
     /// ranked the same way.
     pub fn hub_order(&self, node: &Node) -> Vec<&Node> {
-        let mut ranked: Vec<(&Node, f64)> = self
-            .hubs()
+        let hubs: Vec<&Node> = self.hubs().collect();
+        self.hub_order_among(&hubs, node)
+    }
+
+    /// [`Topology::hub_order`] with the hubs already collected, for callers
+    /// that place many spokes (finding the hubs is a walk over every node).
+    pub fn hub_order_among<'t>(&'t self, hubs: &[&'t Node], node: &Node) -> Vec<&'t Node> {
+        let mut ranked: Vec<(&Node, f64)> = hubs
+            .iter()
             .filter(|h| h.name != node.name)
-            .map(|h| (h, score(&node.name, &h.name, h.weight)))
+            .map(|h| (*h, score(&node.name, &h.name, h.weight)))
             .collect();
         ranked.sort_by(|(a, sa), (b, sb)| sb.total_cmp(sa).then_with(|| a.name.cmp(&b.name)));
         let mut order: Vec<&Node> = Vec::with_capacity(ranked.len());

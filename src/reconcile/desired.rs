@@ -106,7 +106,8 @@ impl Desired {
 /// What `me` should have in the kernel for `topo`.
 pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness) -> Desired {
     let mut d = Desired::default();
-    d.reasons.reserve(2 * topo.nodes.len() + 8);
+    // A hub holds three objects per spoke (fdb, neighbour, host route).
+    d.reasons.reserve(3 * topo.nodes.len() + 8);
     let family = topo
         .hubs()
         .find_map(|h| h.endpoint)

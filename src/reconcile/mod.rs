@@ -5,6 +5,7 @@
 
 pub mod bird;
 mod desired;
+pub mod fleet;
 mod model;
 mod plan;
 mod reason;
