@@ -93,6 +93,7 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
     // new), and when a failed one is due again.
     let mut check_sockets = true;
     let sig = loop {
+        let mut bounced = None;
         for e in effects.drain(..) {
             match e {
                 Effect::Reconcile(req) => match dp.take() {
@@ -105,7 +106,19 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                             (d, o)
                         }));
                     }
-                    None => error!("a reconcile was asked for while one runs; skipped"),
+                    // Cannot happen (the controller runs one at a time), but
+                    // if it did, the controller hears a failure and
+                    // schedules a retry rather than waiting forever.
+                    None => {
+                        error!("a reconcile was asked for while one runs; retrying later");
+                        bounced = Some(Event::Reconciled(Outcome {
+                            result: Err(reconciler::ReconcileError::Config(
+                                "a reconcile was asked for while one ran".into(),
+                            )),
+                            conflicts: Vec::new(),
+                            seconds: 0.0,
+                        }));
+                    }
                 },
                 Effect::Send { to, payload } => match &socks.overlay {
                     Some(o) => {
@@ -123,6 +136,10 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                 }
                 Effect::Notify(s) => metrics::sd_notify(&s),
             }
+        }
+        if let Some(ev) = bounced {
+            effects = ctl.on(ev, clock());
+            continue;
         }
         let retry_due = socks.failing.retry_at.is_some_and(|r| Instant::now() >= r);
         if let Some(d) = &dp
