@@ -46,16 +46,17 @@ impl Controller {
                 ("hub", None)
             }
             Probe::Spoke(s) => {
-                // A hub is down for this spoke once it has not answered for
-                // failover_after: the failover's own rule.
-                let down_after = self.topo.network.failover_after;
+                // A hub is down for this spoke by the failover's own rule.
+                let answering = |t: Option<Instant>| {
+                    self.failover.as_ref().is_some_and(|f| f.answering(t, now))
+                };
                 for (name, h) in s.hubs() {
                     let Some(node) = self.topo.nodes.get(name) else {
                         continue;
                     };
                     let state = match h.last_answer {
                         None => "waiting",
-                        Some(t) if now.saturating_duration_since(t) > down_after => "down",
+                        Some(_) if !answering(h.last_answer) => "down",
                         Some(_) => "up",
                     };
                     peers.push(PeerStatus {
@@ -103,10 +104,9 @@ impl Controller {
         let (Some(f), Probe::Spoke(s)) = (&self.failover, &self.probe) else {
             return None;
         };
-        let over = self.topo.network.failover_after;
         Some(f.primary().and_then(|p| {
-            let answered = s.hubs().get(p)?.last_answer?;
-            (now.saturating_duration_since(answered) <= over).then(|| p.to_string())
+            let answered = s.hubs().get(p)?.last_answer;
+            f.answering(answered, now).then(|| p.to_string())
         }))
     }
 

@@ -101,8 +101,9 @@ impl Failover {
         self.failback_after.mul_f64(unit_interval(&self.me, hub))
     }
 
-    /// Answering now: an answer within `failover_after`.
-    fn answering(&self, last_answer: Option<Instant>, now: Instant) -> bool {
+    /// Answering now: an answer within `failover_after`. A hub that is not
+    /// is down for this spoke (status and metrics use the same rule).
+    pub fn answering(&self, last_answer: Option<Instant>, now: Instant) -> bool {
         last_answer.is_some_and(|t| now.saturating_duration_since(t) <= self.failover_after)
     }
 
