@@ -63,7 +63,12 @@ pub fn diff(old: &Topology, new: &Topology, only: Option<&str>) -> Result<FleetD
         .map(String::as_str)
         .filter(|n| only.is_none_or(|o| o == *n))
         .collect();
-    let hubs_same = old.hubs().eq(new.hubs());
+    // Finding the hubs is a walk over every node: once per file.
+    let hubs = (
+        old.hubs().collect::<Vec<_>>(),
+        new.hubs().collect::<Vec<_>>(),
+    );
+    let hubs_same = hubs.0 == hubs.1;
     let mut out = FleetDiff::default();
     for name in names {
         let (o, n) = (old.nodes.get(name), new.nodes.get(name));
@@ -105,7 +110,7 @@ pub fn diff(old: &Topology, new: &Topology, only: Option<&str>) -> Result<FleetD
             plan,
         });
     }
-    out.moves = moves(old, new, only);
+    out.moves = moves(old, new, &hubs, only);
     Ok(out)
 }
 
@@ -123,9 +128,12 @@ fn learned_spokes(topo: &Topology) -> Vec<String> {
 
 /// Spokes in both files whose primary hub (placement) differs. With the
 /// same hubs, only a spoke whose own `hubs` changed can move.
-fn moves(old: &Topology, new: &Topology, only: Option<&str>) -> Vec<Move> {
-    let (old_hubs, new_hubs): (Vec<&Node>, Vec<&Node>) =
-        (old.hubs().collect(), new.hubs().collect());
+fn moves(
+    old: &Topology,
+    new: &Topology,
+    (old_hubs, new_hubs): &(Vec<&Node>, Vec<&Node>),
+    only: Option<&str>,
+) -> Vec<Move> {
     let hubs_same = old_hubs == new_hubs;
     let mut out = Vec::new();
     for (name, n) in &new.nodes {
@@ -139,11 +147,11 @@ fn moves(old: &Topology, new: &Topology, only: Option<&str>) -> Vec<Move> {
             continue;
         }
         let from = old
-            .hub_order_among(&old_hubs, o)
+            .hub_order_among(old_hubs, o)
             .first()
             .map(|h| h.name.clone());
         let to = new
-            .hub_order_among(&new_hubs, n)
+            .hub_order_among(new_hubs, n)
             .first()
             .map(|h| h.name.clone());
         if let (Some(from), Some(to)) = (from, to)
