@@ -57,15 +57,9 @@ struct Sockets {
 /// Run until SIGTERM or SIGINT. Kernel state is left in place on exit, so a
 /// restart does not interrupt traffic.
 pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
-    let first = super::load(&opts, "start");
-    let sha = first.sha256.clone();
-    let loaded = first
-        .result
-        .map_err(|errors| anyhow!("{}", errors.join("\n")))?;
-    let network = loaded.0.network.name.clone();
-    let saved =
-        state::load(&opts.state_dir, &network).map_err(|e| anyhow!("reading saved state: {e}"))?;
-    let mut ctl = Controller::new(&opts.node, loaded, sha, &saved, opts.resync, clock())
+    let (start, saved) = super::load_start(&opts)?;
+    let network = start.run.topo.network.name.clone();
+    let mut ctl = Controller::start(&opts.node, start, &saved, opts.resync, clock())
         .map_err(|e| anyhow!("{e}"))?;
     let mut servers = Servers::bind(socket_path(&opts.run_dir, &network), opts.metrics).await?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(8);
