@@ -40,7 +40,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 
-pub use state::{DEFAULT_STATE_DIR, Saved, SavedPeer};
+pub use metrics::text_hash;
+pub use state::{
+    DEFAULT_STATE_DIR, Saved, SavedPeer, good_path, load_good, remove_good, save_good,
+};
 pub use status::{DEFAULT_RUN_DIR, PeerStatus, Status, find_socket, query, socket_path, table};
 
 use crate::{
@@ -149,7 +152,7 @@ fn load_start(opts: &Options) -> Result<(confirm::Start, Saved)> {
 }
 
 /// `[network] name` of topology text that may be invalid otherwise.
-fn network_name(text: &str) -> Option<String> {
+pub fn network_name(text: &str) -> Option<String> {
     let v: toml::Value = toml::from_str(text).ok()?;
     Some(v.get("network")?.get("name")?.as_str()?.to_string())
 }
