@@ -73,6 +73,7 @@ fn a_reload_that_cuts_a_spoke_off_is_rolled_back_and_not_retried() {
     .unwrap_or_else(|| panic!("a never rolled back: {}", a.output()));
     // confirm_after (4 s) plus one keepalive (1 s), plus the file watch
     // and the reconciles.
+    eprintln!("rolled back {back:?} after the file was written");
     assert!(back < Duration::from_secs(7), "rolled back after {back:?}");
     let log = a.output();
     let line = log
