@@ -29,6 +29,10 @@ use crate::{
 
 /// How often a hub looks for expired peers.
 pub const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+/// How long drift the kernel reports is collected before one reconcile
+/// repairs it all (a device deleted by hand takes its entries with it, in
+/// one burst of notifications).
+pub const DRIFT_SETTLE: Duration = Duration::from_millis(50);
 /// How long a hub collects newly learned endpoints before installing them
 /// in one reconcile (a mass join costs one reconcile, not one per spoke).
 pub const LEARN_BATCH: Duration = Duration::from_millis(3);
@@ -82,6 +86,8 @@ pub struct Controller {
     pub(super) invalid: Option<(String, String)>,
     ready: bool,
     pub(super) reloading: bool,
+    /// Drift reported since the last reconcile started.
+    drift_burst: u64,
 }
 
 struct InFlight {
@@ -174,6 +180,7 @@ impl Controller {
             invalid: None,
             ready: false,
             reloading: false,
+            drift_burst: 0,
         };
         let fallback = start.instead_of.is_some();
         match start.instead_of {
@@ -230,6 +237,7 @@ impl Controller {
             Event::Reconciled(outcome) => self.on_reconciled(outcome, now, &mut out),
             Event::Saved(r) => self.on_saved(r, now),
             Event::KernelChanged => self.want(now.at, "kernel changed"),
+            Event::Drift(d) => self.on_drift(&d, now.at),
         }
         self.poll(now, &mut out);
         out
@@ -383,6 +391,13 @@ impl Controller {
         };
         // The resync timer restarts with every run.
         self.next_resync = t + self.resync;
+        if self.drift_burst > 1 {
+            info!(
+                "drift: {} changes by hand in all; repairing",
+                self.drift_burst
+            );
+        }
+        self.drift_burst = 0;
         self.in_flight = Some(InFlight {
             answers: std::mem::take(&mut self.pending_answers),
             why: why.clone(),
@@ -535,6 +550,19 @@ impl Controller {
             }
             Err(r) => self.tally.count(&format!("rejected_{}", r.label()), 1),
         }
+    }
+
+    /// Drift reported by the kernel: the first of a burst is logged, and one
+    /// reconcile repairs the burst.
+    fn on_drift(&mut self, d: &str, t: Instant) {
+        self.tally.drift = self.tally.drift.saturating_add(1);
+        if self.drift_burst == 0 {
+            info!("drift: {d}; repairing");
+        } else {
+            debug!("drift: {d}");
+        }
+        self.drift_burst += 1;
+        self.want(t + DRIFT_SETTLE, "drift");
     }
 
     pub(super) fn save_soon(&mut self, t: Instant) {

@@ -93,8 +93,11 @@ pub enum Event {
     Reconciled(Outcome),
     /// A state save finished.
     Saved(Result<(), String>),
-    /// The kernel reported a change to lvn's objects.
+    /// Something may have changed lvn's objects (a keepalive socket failed).
     KernelChanged,
+    /// The kernel reported a change that leaves lvn's objects different
+    /// from what lvn wants, described.
+    Drift(String),
 }
 
 #[derive(Debug)]
@@ -120,6 +123,8 @@ pub struct Tally {
     pub reconcile_seconds_sum: f64,
     /// Changed files a spoke went back from (`confirm_after`).
     pub rollbacks: u64,
+    /// Drift the kernel reported (each change to lvn's objects by hand).
+    pub drift: u64,
     /// Changes applied, by (kind, action).
     pub changes: BTreeMap<(String, String), u64>,
 }

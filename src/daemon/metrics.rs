@@ -134,6 +134,13 @@ pub fn render(m: &Tally, status: &Status) -> String {
     );
     family(
         &mut o,
+        "lvn_drift_detected_total",
+        "counter",
+        "Changes to lvn's kernel objects by hand, as the kernel reported them (each repaired).",
+    );
+    let _ = writeln!(o, "lvn_drift_detected_total{{{node}}} {}", m.drift);
+    family(
+        &mut o,
         "lvn_config_rollbacks_total",
         "counter",
         "Changed topology files a spoke went back from: no hub answered within confirm_after.",

@@ -15,6 +15,7 @@ mod backoff;
 mod confirm;
 mod controller;
 mod events;
+mod kernel_watch;
 mod metrics;
 mod probes;
 mod reconciler;
@@ -76,7 +77,17 @@ pub struct Options {
 /// Run until SIGTERM or SIGINT, on the kernel.
 pub async fn run(opts: Options) -> Result<()> {
     let dp = Kernel::connect().context("opening netlink")?;
-    runner::run(opts, dp).await
+    // Subscribe before the first observation, so nothing falls between.
+    let kernel = match crate::datapath::kernel::monitor::Monitor::open() {
+        Ok(m) => Some(kernel_watch::KernelWatch::spawn(m)),
+        Err(e) => {
+            tracing::warn!(
+                "cannot subscribe to kernel notifications: {e}; drift is noticed by the resync only"
+            );
+            None
+        }
+    };
+    runner::run(opts, dp, kernel).await
 }
 
 /// Read and check the topology file and this node's key (blocking I/O:

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::{
     config::Topology,
     datapath::{Datapath, DatapathError, Scope},
-    reconcile::{self, Conflict, Desired, Liveness, PlanError, Step},
+    reconcile::{self, Conflict, Desired, Liveness, PlanError, State, Step},
 };
 
 /// What the controller asks for.
@@ -30,6 +30,9 @@ pub struct Outcome {
     pub result: Result<Applied, ReconcileError>,
     /// Peers the datapath cannot carry (from the desired state).
     pub conflicts: Vec<Conflict>,
+    /// The desired state this reconcile worked towards, once it was
+    /// computed: kernel notifications are judged against it (drift).
+    pub desired: Option<Arc<State>>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
 }
@@ -64,10 +67,12 @@ pub enum ReconcileError {
 pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
     let mut applied = Applied::default();
     let mut conflicts = Vec::new();
-    let result = run(dp, req, &mut applied, &mut conflicts).await;
+    let mut desired = None;
+    let result = run(dp, req, &mut applied, &mut conflicts, &mut desired).await;
     Outcome {
         result: result.map(|()| applied),
         conflicts,
+        desired,
         seconds: 0.0,
     }
 }
@@ -77,6 +82,7 @@ async fn run<D: Datapath>(
     req: &Request,
     applied: &mut Applied,
     conflicts: &mut Vec<Conflict>,
+    wanted: &mut Option<Arc<State>>,
 ) -> Result<(), ReconcileError> {
     for old in &req.retire {
         converge(dp, old, &Desired::default(), applied).await?;
@@ -90,6 +96,7 @@ async fn run<D: Datapath>(
     let desired = reconcile::desired(&req.topo, me, &observed.underlay, &req.liveness);
     *conflicts = desired.conflicts.clone();
     let plan = reconcile::plan(&desired, &observed)?;
+    *wanted = Some(Arc::new(desired.state));
     apply(dp, &scope, &plan, applied).await
 }
 

@@ -548,6 +548,20 @@ fn learned_endpoints_of_a_burst_cost_one_reconcile() {
 }
 
 #[test]
+fn a_burst_of_drift_costs_one_reconcile() {
+    let mut sim = hub_sim(None);
+    sim.advance(Duration::from_secs(1));
+    let before = sim.reconciles.len();
+    for i in 0..100 {
+        sim.event(Event::Drift(format!("fdb {i} removed from lvn-lab")));
+    }
+    assert_eq!(sim.reconciles.len(), before, "the burst settles first");
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.reconciles[before..], ["drift".to_string()]);
+    assert_eq!(sim.ctl.tally.drift, 100);
+}
+
+#[test]
 fn the_kernel_state_is_left_alone_when_nothing_changed() {
     let mut sim = hub_sim(None);
     let writes = sim.dp.writes;
