@@ -14,15 +14,27 @@ use crate::{
     reconcile::{self, Desired, Observed, Plan, render},
 };
 
+/// Print a plan, one line per step, through one buffer: a plan of 100k
+/// steps is one write per 8 KiB, not one per line.
 pub fn print_plan(plan: &Plan) {
     if plan.is_empty() {
         println!("No changes: the kernel matches the topology.");
         return;
     }
-    for s in &plan.steps {
-        println!("{s}");
-    }
+    print_steps(&plan.steps);
     println!("{}", render::summary_line(plan));
+}
+
+/// Steps, one per line, buffered (stdout is line-buffered otherwise).
+fn print_steps(steps: &[crate::reconcile::Step]) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for s in steps {
+        if writeln!(out, "{s}").is_err() {
+            return; // stdout closed (a pager quit): nothing more to say
+        }
+    }
+    let _ = out.flush();
 }
 
 /// A loaded topology, its text, and the node this machine acts as.
@@ -106,9 +118,7 @@ impl Session {
             Err(e) => (Vec::new(), 0, Some(e)),
         };
         if !json {
-            for s in &done {
-                println!("{s}");
-            }
+            print_steps(&done);
         }
         if let Some(e) = failure {
             anyhow::bail!("{e}");
