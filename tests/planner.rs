@@ -8,7 +8,7 @@ use futures::executor::block_on;
 use lvn::{
     config::{self, Topology},
     datapath::{Datapath, Scope, fake::FakeKernel},
-    naming::Setting,
+    naming::{Family, Setting},
     reconcile::{self, Action, Desired, Object, Observed, Plan, RouteKey, Underlay, render},
 };
 use proptest::prelude::*;
@@ -40,10 +40,14 @@ fn underlay() -> Underlay {
 
 fn kernel() -> FakeKernel {
     let mut k = FakeKernel::default();
-    k.observed.sysctl_defaults = [(Setting::Forwarding, "0"), (Setting::SendRedirects, "1")]
-        .into_iter()
-        .map(|(a, b)| (a, b.to_string()))
-        .collect();
+    k.observed.sysctl_defaults = [
+        ((Family::Ipv4, Setting::Forwarding), "0"),
+        ((Family::Ipv4, Setting::SendRedirects), "1"),
+        ((Family::Ipv6, Setting::Forwarding), "0"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a, b.to_string()))
+    .collect();
     k.observed.underlay = underlay();
     k
 }
@@ -148,6 +152,48 @@ fn golden_mtu_changed_in_place() {
 #[test]
 fn golden_down() {
     golden_case("down", Some(BASE), None, "hub1");
+}
+
+/// BASE with an IPv6 overlay beside the IPv4 one: every node gets an
+/// address of each family (listed IPv6 first for one, which changes nothing).
+fn dual_stack() -> String {
+    BASE.replace(
+        "overlay = \"100.64.0.0/16\"",
+        "overlay = [\"100.64.0.0/16\", \"fd64:1::/64\"]",
+    )
+    .replace(
+        "address = \"100.64.0.1\"",
+        "address = [\"100.64.0.1\", \"fd64:1::1\"]",
+    )
+    .replace(
+        "address = \"100.64.1.2\"",
+        "address = [\"fd64:1::1:2\", \"100.64.1.2\"]",
+    )
+    .replace(
+        "address = \"100.64.1.3\"",
+        "address = [\"100.64.1.3\", \"fd64:1::1:3\"]",
+    )
+    .replace(
+        "address = \"100.64.1.4\"",
+        "address = [\"100.64.1.4\", \"fd64:1::1:4\"]",
+    )
+}
+
+#[test]
+fn golden_dual_stack_hub() {
+    golden_case("dual-stack-hub", None, Some(&dual_stack()), "hub1");
+}
+
+#[test]
+fn golden_dual_stack_spoke() {
+    golden_case("dual-stack-spoke", None, Some(&dual_stack()), "alice");
+}
+
+/// Adding the IPv6 overlay to a running IPv4 network adds the IPv6 objects
+/// and touches nothing else: same device, same MAC, same IPv4 entries.
+#[test]
+fn golden_ipv6_added_to_ipv4_overlay() {
+    golden_case("ipv6-added", Some(BASE), Some(&dual_stack()), "hub1");
 }
 
 #[test]

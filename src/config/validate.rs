@@ -81,7 +81,10 @@ pub struct Topology {
 pub struct Network {
     pub name: String,
     pub device: String,
+    /// The primary overlay prefix: the IPv4 one where there is one.
     pub overlay: IpNet,
+    /// Every overlay prefix, at most one per family, IPv4 first.
+    pub overlays: Vec<IpNet>,
     pub port: u16,
     pub datapath: Datapath,
     /// The VXLAN network identifier; 0 with datapath fou, which has none
@@ -128,7 +131,12 @@ pub enum Role {
 pub struct Node {
     pub name: String,
     pub role: Role,
+    /// The primary overlay address: the IPv4 one where there is one. It
+    /// names the node inside the tunnel (its MAC is derived from it, fou
+    /// keepalives come from it).
     pub address: IpAddr,
+    /// Every overlay address of the node, one per overlay family, IPv4 first.
+    pub addresses: Vec<IpAddr>,
     pub endpoint: Option<SocketAddr>,
     pub keepalive: Option<Duration>,
     pub expire_after: Option<Duration>,
@@ -137,6 +145,16 @@ pub struct Node {
     pub hubs: Vec<String>,
     /// Hubs: the share of spokes placed on this hub (default 1).
     pub weight: u32,
+}
+
+impl Network {
+    /// The overlay prefix of `ip`'s family, if the network has one.
+    pub fn overlay_for(&self, ip: IpAddr) -> Option<IpNet> {
+        self.overlays
+            .iter()
+            .copied()
+            .find(|o| o.addr().is_ipv4() == ip.is_ipv4())
+    }
 }
 
 impl Topology {
@@ -212,7 +230,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         source,
         errors: Vec::new(),
     };
-    let (network, overlay, port) = check_network(&mut c, &raw.network);
+    let (network, overlays, port) = check_network(&mut c, &raw.network);
     let raw_nodes = match &raw.nodes {
         Some(n) if !n.get_ref().is_empty() => n,
         other => {
@@ -233,13 +251,14 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     };
     let mut nodes = BTreeMap::new();
     for (name, node) in raw_nodes.get_ref() {
-        if let Some(n) = check_node(&mut c, name, node.get_ref(), overlay, port) {
+        if let Some(n) = check_node(&mut c, name, node.get_ref(), overlays.as_deref(), port) {
             nodes.insert(n.name.clone(), n);
         }
     }
     check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
     if let Some(net) = network.as_ref().filter(|n| n.datapath == Datapath::Fou) {
         check_fou(&mut c, raw_nodes, net, &nodes);
+        check_fou_families(&mut c, raw.network.get_ref(), net, &nodes);
     }
     c.errors.sort_by_key(|e| (e.line, e.col));
     match network {
@@ -258,7 +277,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
 fn check_network(
     c: &mut Checker,
     network: &Spanned<RawNetwork>,
-) -> (Option<Network>, Option<IpNet>, u16) {
+) -> (Option<Network>, Option<Vec<IpNet>>, u16) {
     let (n, at) = (network.get_ref(), network.span());
     let name = n.name.get_ref();
     let name_ok = !name.is_empty()
@@ -294,29 +313,7 @@ fn check_network(
         }
         None => format!("lvn-{name}"),
     };
-    let overlay = match n.overlay.get_ref().parse::<IpNet>() {
-        Ok(net) if net.trunc() != net => {
-            c.err(
-                n.overlay.span(),
-                format!(
-                    "overlay '{net}' has host bits set, did you mean '{}'?",
-                    net.trunc()
-                ),
-            );
-            None
-        }
-        Ok(net) => Some(net),
-        Err(_) => {
-            c.err(
-                n.overlay.span(),
-                format!(
-                    "overlay '{}' is not a prefix, expected e.g. \"100.64.0.0/16\"",
-                    n.overlay.get_ref()
-                ),
-            );
-            None
-        }
-    };
+    let overlays = check_overlays(c, &n.overlay);
     let port = *n.port.get_ref();
     if !(1..=MAX_PORT).contains(&port) {
         c.err(
@@ -343,8 +340,8 @@ fn check_network(
         }
     };
     let vni = check_vni(c, n, at, datapath);
-    let min_mtu = match overlay {
-        Some(IpNet::V6(_)) => 1280,
+    let min_mtu = match &overlays {
+        Some(o) if o.iter().any(|o| o.addr().is_ipv6()) => 1280,
         _ => 68,
     };
     let mtu = n.mtu.as_ref().and_then(|m| {
@@ -404,7 +401,8 @@ fn check_network(
         Some(Network {
             name: name.clone(),
             device,
-            overlay: overlay?,
+            overlay: *overlays.as_ref()?.first()?,
+            overlays: overlays.clone()?,
             port: port?,
             datapath: datapath?,
             vni: vni?,
@@ -417,7 +415,75 @@ fn check_network(
         })
     })()
     .filter(|_| name_ok);
-    (network, overlay, port.unwrap_or(DEFAULT_PORT))
+    (network, overlays, port.unwrap_or(DEFAULT_PORT))
+}
+
+/// The items of a one-or-list value, each with its span (a single value
+/// has the value's own).
+fn items(v: &Spanned<super::raw::OneOrList>) -> Vec<(&str, Range<usize>)> {
+    match v.get_ref() {
+        super::raw::OneOrList::One(s) => vec![(s.as_str(), v.span())],
+        super::raw::OneOrList::List(l) => {
+            l.iter().map(|s| (s.get_ref().as_str(), s.span())).collect()
+        }
+    }
+}
+
+/// `overlay`: one prefix, or a list of at most one IPv4 and one IPv6
+/// prefix. Returned IPv4 first; `None` if any is wrong.
+fn check_overlays(c: &mut Checker, v: &Spanned<super::raw::OneOrList>) -> Option<Vec<IpNet>> {
+    let list = items(v);
+    if list.is_empty() {
+        c.err(
+            v.span(),
+            "overlay is an empty list, expected a prefix or a list of one IPv4 and one IPv6 prefix, e.g. [\"100.64.0.0/16\", \"fd64:1::/64\"]",
+        );
+        return None;
+    }
+    let mut out: Vec<IpNet> = Vec::new();
+    let mut ok = true;
+    for (text, span) in list {
+        match text.parse::<IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                c.err(
+                    span,
+                    format!(
+                        "overlay '{net}' has host bits set, did you mean '{}'?",
+                        net.trunc()
+                    ),
+                );
+                ok = false;
+            }
+            Ok(net) => {
+                if let Some(other) = out
+                    .iter()
+                    .find(|o| o.addr().is_ipv4() == net.addr().is_ipv4())
+                {
+                    c.err(
+                        span,
+                        format!(
+                            "overlay {net} is a second {} prefix beside {other}: a network has at most one overlay prefix per family",
+                            family_name(net.addr().is_ipv4())
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    out.push(net);
+                }
+            }
+            Err(_) => {
+                c.err(
+                    span,
+                    format!(
+                        "overlay '{text}' is not a prefix, expected e.g. \"100.64.0.0/16\" or \"fd64:1::/64\""
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    out.sort_by_key(|o| o.addr().is_ipv6());
+    ok.then_some(out)
 }
 
 /// The VXLAN network identifier: required with "vxlan", range-checked but
@@ -461,7 +527,7 @@ fn check_node(
     c: &mut Checker,
     name: &Spanned<String>,
     n: &RawNode,
-    overlay: Option<IpNet>,
+    overlays: Option<&[IpNet]>,
     port: u16,
 ) -> Option<Node> {
     let s = name.get_ref();
@@ -487,22 +553,7 @@ fn check_node(
             Role::Spoke
         }
     };
-    let address = match n.address.get_ref().parse::<IpAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            c.err(
-                n.address.span(),
-                format!(
-                    "address '{}' is not an IP address, expected e.g. \"100.64.1.2\" (no prefix length)",
-                    n.address.get_ref()
-                ),
-            );
-            None
-        }
-    };
-    if let (Some(a), Some(overlay)) = (address, overlay) {
-        check_address(c, &n.address, a, overlay);
-    }
+    let addresses = check_node_addresses(c, s, &n.address, overlays);
     let endpoint = n.endpoint.as_ref().and_then(|e| {
         parse_endpoint(e.get_ref(), port)
             .map_err(|m| c.err(e.span(), m))
@@ -560,7 +611,8 @@ fn check_node(
     Some(Node {
         name: s.clone(),
         role,
-        address: address?,
+        address: *addresses.as_ref()?.first()?,
+        addresses: addresses?,
         endpoint,
         keepalive,
         expire_after,
@@ -570,10 +622,76 @@ fn check_node(
     })
 }
 
-fn check_address(c: &mut Checker, at: &Spanned<String>, a: IpAddr, overlay: IpNet) {
+/// A node's `address`: one address, or a list of one per overlay family,
+/// each inside the overlay prefix of its family. Returned IPv4 first.
+fn check_node_addresses(
+    c: &mut Checker,
+    node: &str,
+    v: &Spanned<super::raw::OneOrList>,
+    overlays: Option<&[IpNet]>,
+) -> Option<Vec<IpAddr>> {
+    let list = items(v);
+    if list.is_empty() {
+        c.err(
+            v.span(),
+            format!(
+                "address of node '{node}' is an empty list, expected one address per overlay family"
+            ),
+        );
+        return None;
+    }
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut ok = true;
+    for (text, span) in list {
+        let Ok(a) = text.parse::<IpAddr>() else {
+            c.err(
+                span,
+                format!(
+                    "address '{text}' is not an IP address, expected e.g. \"100.64.1.2\" (no prefix length)"
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        if let Some(other) = out.iter().find(|o| o.is_ipv4() == a.is_ipv4()) {
+            c.err(
+                span,
+                format!(
+                    "address {a} is a second {} address of node '{node}' beside {other}: one address per overlay family",
+                    family_name(a.is_ipv4())
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        if let Some(overlays) = overlays {
+            match overlays.iter().find(|o| o.addr().is_ipv4() == a.is_ipv4()) {
+                Some(overlay) => check_address(c, span.clone(), a, *overlay),
+                None => {
+                    let have: Vec<String> = overlays.iter().map(ToString::to_string).collect();
+                    c.err(
+                        span,
+                        format!(
+                            "address {a} is {}, but the overlay has no {} prefix (overlay: {}); add one to network.overlay, e.g. overlay = [\"100.64.0.0/16\", \"fd64:1::/64\"]",
+                            family_name(a.is_ipv4()),
+                            family_name(a.is_ipv4()),
+                            have.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        out.push(a);
+    }
+    out.sort_by_key(IpAddr::is_ipv6);
+    ok.then_some(out)
+}
+
+fn check_address(c: &mut Checker, at: Range<usize>, a: IpAddr, overlay: IpNet) {
     if !overlay.contains(&a) {
         c.err(
-            at.span(),
+            at.clone(),
             format!("address {a} lies outside the overlay {overlay}"),
         );
     } else if let IpNet::V4(v4) = overlay
@@ -581,7 +699,7 @@ fn check_address(c: &mut Checker, at: &Spanned<String>, a: IpAddr, overlay: IpNe
         && (a == IpAddr::V4(v4.network()) || a == IpAddr::V4(v4.broadcast()))
     {
         c.err(
-            at.span(),
+            at,
             format!("address {a} is the network or broadcast address of the overlay {overlay}"),
         );
     }
@@ -608,21 +726,23 @@ fn check_fleet(
         let Some(node) = nodes.get(name.get_ref()) else {
             continue;
         };
-        if let Some(other) = seen_addr.insert(node.address, name.get_ref()) {
-            c.err(
-                rn.get_ref().address.span(),
-                format!(
-                    "address {} of node '{}' is already used by node '{other}'",
-                    node.address, node.name
-                ),
-            );
+        for &a in &node.addresses {
+            if let Some(other) = seen_addr.insert(a, name.get_ref()) {
+                c.err(
+                    address_span(&rn.get_ref().address, a),
+                    format!(
+                        "address {a} of node '{}' is already used by node '{other}'",
+                        node.name
+                    ),
+                );
+            }
         }
         let mac = crate::reconcile::Mac::for_overlay(node.address);
         if let Some(other) = seen_mac.insert(mac, name.get_ref())
             && nodes.get(other).is_some_and(|o| o.address != node.address)
         {
             c.err(
-                rn.get_ref().address.span(),
+                address_span(&rn.get_ref().address, node.address),
                 format!("address {} of node '{}' maps to MAC {mac} like node '{other}'s; pick addresses that differ in their last 32 bits", node.address, node.name),
             );
         }
@@ -676,11 +796,48 @@ fn check_fleet(
         }
     }
     check_hub_lists(c, raw, nodes);
+    check_families(c, raw, nodes);
     if !nodes.is_empty() && !nodes.values().any(|n| n.role == Role::Hub) {
         c.err(
             raw.span(),
             "no hub is declared: a network needs at least one node with role = \"hub\"",
         );
+    }
+}
+
+/// The span of address `a` inside a node's `address` value.
+fn address_span(v: &Spanned<super::raw::OneOrList>, a: IpAddr) -> Range<usize> {
+    items(v)
+        .into_iter()
+        .find(|(text, _)| text.parse::<IpAddr>().ok() == Some(a))
+        .map_or_else(|| v.span(), |(_, span)| span)
+}
+
+/// A family's addresses are given for every node or for none: a node
+/// without an IPv6 address could not reach, nor be reached by, the others'.
+fn check_families(
+    c: &mut Checker,
+    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    nodes: &BTreeMap<String, Node>,
+) {
+    for v4 in [true, false] {
+        let has = |n: &Node| n.addresses.iter().any(|a| a.is_ipv4() == v4);
+        let Some(example) = nodes.values().find(|n| has(n)) else {
+            continue;
+        };
+        for (name, rn) in raw.get_ref() {
+            if nodes.get(name.get_ref()).is_some_and(|n| !has(n)) {
+                c.err(
+                    rn.get_ref().address.span(),
+                    format!(
+                        "node '{}' has no {fam} address, but node '{}' has one: give every node an {fam} address, or none",
+                        name.get_ref(),
+                        example.name,
+                        fam = family_name(v4)
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -734,8 +891,35 @@ fn check_hub_lists(
     }
 }
 
-/// Datapath "fou" is ipip: IPv4 underlay only, and one tunnel per remote
-/// address, so two declared endpoints may not share an address.
+/// On an IPv4 underlay datapath "fou" is ipip, which carries IPv4 only;
+/// on an IPv6 underlay it is ip6tnl, which carries both families.
+fn check_fou_families(
+    c: &mut Checker,
+    raw: &RawNetwork,
+    net: &Network,
+    nodes: &BTreeMap<String, Node>,
+) {
+    let ipv4_underlay = nodes
+        .values()
+        .filter(|n| n.role == Role::Hub)
+        .find_map(|n| n.endpoint)
+        .is_some_and(|e| e.is_ipv4());
+    if let Some(v6) = net.overlays.iter().find(|o| o.addr().is_ipv6())
+        && ipv4_underlay
+    {
+        let span = items(&raw.overlay)
+            .into_iter()
+            .find(|(text, _)| text.parse::<IpNet>().ok() == Some(*v6))
+            .map_or_else(|| raw.overlay.span(), |(_, span)| span);
+        c.err(
+            span,
+            format!("overlay {v6} is IPv6, but datapath \"fou\" on an IPv4 underlay is ipip, which carries IPv4 only; use datapath = \"vxlan\", or an IPv6 underlay (ip6tnl carries both)"),
+        );
+    }
+}
+
+/// Datapath "fou" finds a tunnel by outer addresses only (ipip and
+/// ip6tnl alike), so two declared endpoints may not share an address.
 fn check_fou(
     c: &mut Checker,
     raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
@@ -763,12 +947,7 @@ fn check_fou(
         let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) else {
             continue;
         };
-        if ep.is_ipv6() {
-            c.err(
-                at.span(),
-                format!("endpoint {ep} of node '{}' is IPv6, but datapath \"fou\" (ipip) carries IPv4 only; use datapath = \"vxlan\" for an IPv6 underlay", node.name),
-            );
-        } else if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {
+        if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {
             c.err(
                 at.span(),
                 format!("endpoint {ep} of node '{}' shares its address with node '{other}': ipip (datapath \"fou\") tells tunnels apart by outer addresses only; use datapath = \"vxlan\" to carry both", node.name),

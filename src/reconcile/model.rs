@@ -198,7 +198,7 @@ pub struct Observed {
     /// Non-permanent neighbour entries the kernel made on lvn's device.
     pub kernel_neighbours: BTreeSet<IpAddr>,
     /// Values a new device starts with (`net.<family>.conf.default.*`).
-    pub sysctl_defaults: BTreeMap<Setting, String>,
+    pub sysctl_defaults: BTreeMap<(Family, Setting), String>,
     pub underlay: Underlay,
 }
 
