@@ -35,6 +35,7 @@ fn underlay() -> Underlay {
         ],
         links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
         holders: Default::default(),
+        force_forwarding: true,
     }
 }
 
@@ -44,6 +45,7 @@ fn kernel() -> FakeKernel {
         ((Family::Ipv4, Setting::Forwarding), "0"),
         ((Family::Ipv4, Setting::SendRedirects), "1"),
         ((Family::Ipv6, Setting::Forwarding), "0"),
+        ((Family::Ipv6, Setting::ForceForwarding), "0"),
     ]
     .into_iter()
     .map(|(a, b)| (a, b.to_string()))

@@ -123,7 +123,10 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
     let peers = direct_peers(topo, me, live, &mut d);
     let hubs = hub_order(topo, me, live);
     match topo.network.datapath {
-        Datapath::Vxlan => vxlan(topo, me, family, mtu, network, &peers, &hubs, &mut d),
+        Datapath::Vxlan => {
+            let at = Outer { family, mtu };
+            vxlan(topo, me, at, network, &peers, &hubs, underlay, &mut d)
+        }
         Datapath::Fou => {
             let at = Outer { family, mtu };
             fou(topo, me, at, network, &peers, &hubs, underlay, &mut d)
@@ -233,7 +236,7 @@ fn add_address(d: &mut Desired, a: Address, me: &Node) {
 
 /// Device settings for the role, per overlay family of the node: hubs
 /// forward, spokes do not.
-fn add_settings(d: &mut Desired, me: &Node, dev: &str, redirects: bool) {
+fn add_settings(d: &mut Desired, me: &Node, underlay: &Underlay, dev: &str, redirects: bool) {
     let forwarding = if me.role == Role::Hub { "1" } else { "0" };
     let mut settings = Vec::new();
     for fam in me.addresses.iter().map(|a| Family::of(*a)) {
@@ -242,6 +245,9 @@ fn add_settings(d: &mut Desired, me: &Node, dev: &str, redirects: bool) {
             // Spokes reach each other through the hub on purpose; a redirect
             // would only tell them to try a path that does not exist.
             settings.push((fam, Setting::SendRedirects, "0"));
+        }
+        if me.role == Role::Hub && fam == Family::Ipv6 && underlay.force_forwarding {
+            settings.push((fam, Setting::ForceForwarding, "1"));
         }
     }
     for (fam, setting, value) in settings {
@@ -265,13 +271,14 @@ fn add_settings(d: &mut Desired, me: &Node, dev: &str, redirects: bool) {
 fn vxlan(
     topo: &Topology,
     me: &Node,
-    family: Family,
-    mtu: u32,
+    outer: Outer,
     network: Reason,
     peers: &[Direct],
     hubs: &[&Node],
+    underlay: &Underlay,
     d: &mut Desired,
 ) {
+    let Outer { family, mtu } = outer;
     let net = &topo.network;
     let dev = net.device.clone();
     d.state.link = Some(Link {
@@ -335,7 +342,7 @@ fn vxlan(
     for (_, overlay) in own_overlays(topo, me) {
         vxlan_routes(d, me, &dev, overlay, peers, hubs);
     }
-    add_settings(d, me, &dev, true);
+    add_settings(d, me, underlay, &dev, true);
 }
 
 /// The routes of one overlay family on the VXLAN device.
@@ -517,7 +524,7 @@ fn fou(
                 add_route(d, on_tunnel(IpNet::from(peer_address)), why);
             }
         }
-        add_settings(d, me, &name, false);
+        add_settings(d, me, underlay, &name, false);
     }
 }
 

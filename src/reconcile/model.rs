@@ -213,6 +213,9 @@ pub struct Underlay {
     /// ipip finds tunnels by outer addresses only, so one remote address
     /// carries one peer; the holder keeps it (no thrashing).
     pub holders: BTreeMap<IpAddr, String>,
+    /// The kernel has per-device IPv6 `force_forwarding` (Linux 6.17+),
+    /// the one way a hub forwards IPv6 without the global switch.
+    pub force_forwarding: bool,
 }
 
 impl Underlay {
@@ -251,6 +254,7 @@ mod tests {
             .into_iter()
             .collect(),
             holders: BTreeMap::new(),
+            force_forwarding: false,
         };
         assert_eq!(
             u.device_to("198.51.100.1".parse().unwrap(), "lvn-x"),

@@ -19,7 +19,8 @@ fn read_sysctl(path: &Path) -> Option<String> {
 /// may add or drop a family.
 const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
-/// The values a new device starts with (`net.<family>.conf.default.*`).
+/// The values a new device starts with (`net.<family>.conf.default.*`),
+/// and whether the kernel has IPv6 `force_forwarding` at all.
 pub(super) fn observe_defaults(obs: &mut Observed) {
     for family in FAMILIES {
         for &setting in Setting::managed(family) {
@@ -29,6 +30,9 @@ pub(super) fn observe_defaults(obs: &mut Observed) {
             }
         }
     }
+    obs.underlay.force_forwarding = obs
+        .sysctl_defaults
+        .contains_key(&(Family::Ipv6, Setting::ForceForwarding));
 }
 
 /// The settings of every device lvn owns, of both families (an ipip
