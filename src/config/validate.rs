@@ -12,6 +12,8 @@ use std::{
 use ipnet::IpNet;
 use toml::Spanned;
 
+use crate::naming::Family;
+
 use super::{
     ConfigError, ConfigErrors, Source, parse_endpoint, parse_public_key,
     raw::{RawNetwork, RawNode, RawTopology},
@@ -87,6 +89,8 @@ pub struct Network {
     pub overlays: Vec<IpNet>,
     pub port: u16,
     pub datapath: Datapath,
+    /// The underlay family: the hubs' endpoints' (all endpoints share it).
+    pub underlay: Family,
     /// The VXLAN network identifier; 0 with datapath fou, which has none
     /// (a vni written in the file is ignored there).
     pub vni: u32,
@@ -256,6 +260,15 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         }
     }
     check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
+    let mut network = network;
+    if let Some(net) = network.as_mut()
+        && let Some(ep) = nodes
+            .values()
+            .filter(|n| n.role == Role::Hub)
+            .find_map(|n| n.endpoint)
+    {
+        net.underlay = Family::of(ep.ip());
+    }
     if let Some(net) = network.as_ref().filter(|n| n.datapath == Datapath::Fou) {
         check_fou(&mut c, raw_nodes, net, &nodes);
         check_fou_families(&mut c, raw.network.get_ref(), net, &nodes);
@@ -405,6 +418,8 @@ fn check_network(
             overlays: overlays.clone()?,
             port: port?,
             datapath: datapath?,
+            // Known once the nodes are checked.
+            underlay: Family::Ipv4,
             vni: vni?,
             mtu,
             keepalive,

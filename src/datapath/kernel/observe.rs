@@ -36,7 +36,7 @@ impl Kernel {
     pub(super) async fn observe_scope(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
         if scope.datapath == config::Datapath::Fou {
-            self.check_fou().await?;
+            self.check_fou(scope.underlay).await?;
         }
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
