@@ -414,10 +414,10 @@ fn fou_over_an_ipv6_underlay_carries_both_overlay_families() {
     // Keepalives (inner IPv4, after the GUE header) reach the hub's
     // underlay socket: the spokes come up.
     let _h = start_daemon(&lab, &hub, &cfg, "hub1");
-    let _1 = start_daemon(&lab, &s1, &cfg, "s1");
+    let _s1 = start_daemon(&lab, &s1, &cfg, "s1");
     let p = wait_up(&lab, &cfg, "s1");
     assert_eq!(p["endpoint"], "[2001:db8:f0::2]:4789", "{p}");
-    drop((_h, _1));
+    drop((_h, _s1));
     // Down leaves nothing of lvn's: no tunnel, no listener.
     for (ns, node) in [(&hub, "hub1"), (&s1, "s1"), (&s2, "s2")] {
         lab.lvn_ok(ns, &cfg, node, &["down"]);
@@ -446,7 +446,7 @@ fn fou_over_an_ipv6_underlay_with_an_ipv6_only_overlay() {
     assert!(ping_family(&s1, "fd64:f6::3"), "s1 -> s2 through the hub");
     // Keepalives inside IPv6, after the GUE header.
     let _h = start_daemon(&lab, &hub, &cfg, "hub1");
-    let _2 = start_daemon(&lab, &s2, &cfg, "s2");
+    let _s2 = start_daemon(&lab, &s2, &cfg, "s2");
     wait_up(&lab, &cfg, "s2");
 }
 
