@@ -47,7 +47,8 @@ pub struct RawNetwork {
     /// UDP port of the encapsulation, the same on every node.
     #[schemars(with = "u16", range(min = 1, max = 65534))]
     pub port: Spanned<i64>,
-    /// Data path: "vxlan" (kernel VXLAN, the default) or "fou" (kernel fou + ipip, IPv4 only).
+    /// Data path: "vxlan" (kernel VXLAN, the default) or "fou" (kernel fou:
+    /// ipip on an IPv4 underlay, ip6tnl with GUE on an IPv6 one).
     #[serde(default)]
     #[schemars(with = "Option<String>", extend("enum" = ["vxlan", "fou"]))]
     pub datapath: Option<Spanned<String>>,

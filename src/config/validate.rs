@@ -120,7 +120,9 @@ pub enum Auth {
 pub enum Datapath {
     /// Kernel VXLAN: one device, FDB entries per peer (50 bytes overhead).
     Vxlan,
-    /// Kernel fou + ipip: a tunnel per peer (28 bytes overhead, IPv4 only).
+    /// Kernel fou: a tunnel per peer, ipip on an IPv4 underlay (28 bytes
+    /// overhead, IPv4 inside), ip6tnl with GUE on an IPv6 one (52 bytes,
+    /// both families inside).
     Fou,
 }
 
