@@ -628,3 +628,17 @@ fn fou_carries_one_spoke_per_public_address_and_never_thrashes() {
     assert_eq!(kept, ["bob"]);
     assert_eq!(d.conflicts[0].refused, "alice");
 }
+
+/// fou on an IPv6 underlay with a dual-stack overlay: a GUE listener, an
+/// ip6tnl tunnel per peer from the node's own endpoint, both families'
+/// addresses and routes on each tunnel.
+#[test]
+fn golden_fou_ipv6_underlay_dual_stack() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fou-ipv6.toml"),
+    )
+    .expect("example");
+    for (node, name) in [("hub1", "fou6-hub"), ("alice", "fou6-spoke")] {
+        golden_case(name, None, Some(&text), node);
+    }
+}
