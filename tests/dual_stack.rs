@@ -182,6 +182,36 @@ fn adding_the_ipv6_overlay_by_reload_adds_only_ipv6_objects() {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// NAT discovery does not care about the overlay's family: spokes of an
+/// IPv6-only overlay behind one NAT address are learned from their
+/// keepalives (EtherType frames from the MAC derived from their IPv6
+/// address) on the NAT's mapped ports, and reach each other through the hub.
+#[test]
+fn ipv6_only_spokes_behind_nat_are_learned_and_ping_each_other() {
+    let text = lab_topology(false)
+        .replace(
+            "overlay = \"100.64.0.0/16\"",
+            &format!("overlay = \"{OVERLAY6}\""),
+        )
+        .replace("address = \"100.64.0.1\"", &format!("address = \"{HUB6}\""))
+        .replace("address = \"100.64.1.2\"", &format!("address = \"{A6}\""))
+        .replace("address = \"100.64.1.3\"", &format!("address = \"{B6}\""));
+    let f = Fleet::new("sixnat", &text);
+    let _hub = f.start(&f.n.hub.clone(), "hub1");
+    let _a = f.start(&f.n.a.clone(), "a");
+    let _b = f.start(&f.n.b.clone(), "b");
+    for (peer, spoke_ip) in [("a", A_IP), ("b", B_IP)] {
+        let p = f.wait_peer(peer, "up");
+        assert_eq!(p["source"], "learned", "{p}");
+        let m = udp_mapping(&f.n.nat1, spoke_ip, 4789, HUB_IP).expect("NAT mapping");
+        assert_eq!(mapped_port(&p["endpoint"]), m.public_port, "{peer}: {p}");
+    }
+    assert!(ping6(&f.n.a, B6), "a -> b through the hub");
+    assert!(ping6(&f.n.hub, A6), "hub -> a");
+    let (code, out) = plan_exit(&f, &f.n.hub.clone(), "hub1");
+    assert_eq!(code, Some(0), "{out}");
+}
+
 #[test]
 fn an_ipv6_only_overlay_on_an_ipv6_underlay() {
     let mut lab = Lab::new("sixsix");
