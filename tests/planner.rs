@@ -308,10 +308,18 @@ fn arb_topology() -> impl Strategy<Value = String> {
         prop::sample::select(vec![4242u32, 4243]),
         prop::option::of(1300u32..1450),
         prop::sample::select(vec!["vxlan", "fou"]),
+        any::<bool>(),
     )
-        .prop_map(|(nodes, vni, mtu, datapath)| {
+        .prop_map(|(nodes, vni, mtu, datapath, dual)| {
+            // Dual-stack on VXLAN only: fou on an IPv4 underlay is ipip.
+            let dual = dual && datapath == "vxlan";
+            let overlay = if dual {
+                "[\"100.64.0.0/16\", \"fd64:1::/64\"]"
+            } else {
+                "\"100.64.0.0/16\""
+            };
             let mut s = format!(
-                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n"
+                "[network]\nname = \"p\"\noverlay = {overlay}\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n"
             );
             if let Some(m) = mtu {
                 s.push_str(&format!("mtu = {m}\n"));
@@ -319,10 +327,18 @@ fn arb_topology() -> impl Strategy<Value = String> {
             let nets = ["192.0.2", "198.51.100", "203.0.113"];
             for (i, (hub, ep)) in nodes.iter().enumerate() {
                 let hub = *hub || i == 0;
-                s.push_str(&format!(
-                    "\n[nodes.n{i}]\naddress = \"100.64.0.{}\"\n",
-                    i + 1
-                ));
+                if dual {
+                    s.push_str(&format!(
+                        "\n[nodes.n{i}]\naddress = [\"100.64.0.{}\", \"fd64:1::{}\"]\n",
+                        i + 1,
+                        i + 1
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "\n[nodes.n{i}]\naddress = \"100.64.0.{}\"\n",
+                        i + 1
+                    ));
+                }
                 if hub {
                     s.push_str("role = \"hub\"\n");
                 }

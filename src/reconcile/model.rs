@@ -52,8 +52,10 @@ impl Link {
     }
 }
 
-/// An ipip tunnel with FOU encapsulation to one peer (datapath "fou"):
-/// IP in UDP, 28 bytes of overhead, no layer 2.
+/// A tunnel with FOU encapsulation to one peer (datapath "fou"), no layer
+/// 2: ipip in fou on an IPv4 underlay (28 bytes of overhead), ip6tnl (IPv4
+/// and IPv6 inside) in GUE on an IPv6 one (52 bytes); the remote's family
+/// says which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tunnel {
     pub name: String,
@@ -69,7 +71,8 @@ pub struct Tunnel {
     pub up: bool,
 }
 
-/// A fou listener: UDP on `port` carrying ipip (`ip fou add port P ipproto 4`).
+/// A fou listener: UDP on `port` carrying ipip (`ip fou add port P ipproto
+/// 4`), or on an IPv6 underlay GUE (`ip fou add port P gue -6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Fou {
     pub port: u16,
