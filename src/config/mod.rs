@@ -7,6 +7,7 @@
 
 mod endpoint;
 mod error;
+mod overlay;
 pub mod placement;
 mod public_key;
 mod raw;
