@@ -6,6 +6,7 @@
 //! in-memory kernel for property tests of the planner and for tests of
 //! what drives a datapath.
 
+pub mod batch;
 pub mod fake;
 pub mod fou_genl;
 pub mod kernel;

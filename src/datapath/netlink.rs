@@ -1,5 +1,5 @@
-//! A thin, pipelined rtnetlink client: dumps, and acknowledged requests that
-//! may be many in flight at once (one socket, replies matched by sequence).
+//! A thin rtnetlink client: dumps, and acknowledged requests one at a time
+//! (devices); entries go in batches (`batch.rs`).
 
 use std::io;
 
@@ -17,8 +17,6 @@ use rtnetlink::{
 /// Receive buffer of the socket: acknowledgements of a full batch in
 /// flight must fit, or the kernel drops them and requests never complete.
 const RX_BUFFER: usize = 8 << 20;
-/// Requests in flight at once.
-pub const IN_FLIGHT: usize = 256;
 
 /// How a write request treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

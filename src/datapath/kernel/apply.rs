@@ -1,26 +1,23 @@
 //! Carrying out a plan. Steps run in phases: devices (the VXLAN device,
 //! tunnels, fou listeners) one at a time, because later steps need their
-//! indexes; then each kind of entry as one batch, its requests pipelined on
-//! one socket, since entries of one kind have no order among themselves.
+//! indexes; then each kind of entry as one batch, many requests per
+//! `sendto`, since entries of one kind have no order among themselves.
 
-use futures::{StreamExt, stream};
 use rtnetlink::packet_route::{RouteNetlinkMessage, link::LinkMessage};
 
 use super::{
     Kernel,
-    entries::{object_dev, write_entry},
+    entries::{entry_request, object_dev},
     fou::listener,
     link::{
         alias_message, link_settings_message, tunnel_change_message, tunnel_message,
         vxlan_change_message, vxlan_message,
     },
     nl_err,
+    sysctl::write_sysctl,
 };
 use crate::{
-    datapath::{
-        ApplyReport, DatapathError, Scope,
-        netlink::{IN_FLIGHT, Mode},
-    },
+    datapath::{ApplyReport, DatapathError, Scope, netlink::Mode},
     naming::{owner_alias, tunnel_alias},
     reconcile::{Action, Object, Plan, Step, Tunnel},
 };
@@ -32,7 +29,7 @@ enum Phase {
     Entries(bool, u8),
 }
 
-/// Steps of one phase have no order among themselves and run pipelined.
+/// Steps of one phase have no order among themselves and go in one batch.
 fn phase_of(s: &Step) -> Phase {
     let order = match s.object {
         Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => return Phase::Device,
@@ -230,36 +227,41 @@ impl Kernel {
         Ok(())
     }
 
-    /// One kind of entry: every request in flight at once, results in order.
+    /// One kind of entry: settings one by one, netlink entries in batches
+    /// of many requests per `sendto` (`datapath::batch`), results in order.
     async fn apply_batch(
         &mut self,
         batch: &[Step],
         report: &mut ApplyReport,
     ) -> Result<(), DatapathError> {
-        let mut indexed = Vec::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
         for s in batch {
+            if let Object::Sysctl(x) = &s.object {
+                report.writes += 1;
+                write_sysctl(x).await.map_err(nl_err(describe(s)))?;
+                report.done.push(s.clone());
+                continue;
+            }
             let index = match object_dev(&s.object) {
                 Some(dev) => self.index_of(dev)?,
                 None => 0,
             };
-            indexed.push((s, index));
+            if let Some(r) = entry_request(index, s) {
+                requests.push((s, r));
+            }
         }
-        let nl = self.nl.clone();
-        report.writes += batch.len();
-        let results: Vec<Result<(), DatapathError>> = stream::iter(indexed)
-            .map(|(s, index)| {
-                let nl = nl.clone();
-                async move {
-                    write_entry(&nl, index, s)
-                        .await
-                        .map_err(nl_err(describe(s)))
-                }
-            })
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await;
-        for (s, r) in batch.iter().zip(results) {
-            r?;
+        if requests.is_empty() {
+            return Ok(());
+        }
+        report.writes += requests.len();
+        let (steps, messages): (Vec<&Step>, Vec<_>) = requests.into_iter().unzip();
+        let results = self
+            .batch()?
+            .ack_all(messages)
+            .await
+            .map_err(nl_err("sending a batch of requests"))?;
+        for (s, r) in steps.into_iter().zip(results) {
+            r.map_err(nl_err(describe(s)))?;
             report.done.push(s.clone());
         }
         Ok(())

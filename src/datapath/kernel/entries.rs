@@ -1,11 +1,9 @@
 //! Netlink messages for the entries on lvn's devices (addresses, FDB
 //! entries, neighbours, routes), and the attribute decoding their dumps
-//! need. One request per step; `write_entry` sends it.
+//! need. One request per step (`entry_request`); `apply.rs` sends them in
+//! batches.
 
-use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::packet_route::{
     AddressFamily, RouteNetlinkMessage,
@@ -19,9 +17,9 @@ use rtnetlink::packet_route::{
     },
 };
 
-use super::{family_of, sysctl::write_sysctl};
+use super::family_of;
 use crate::{
-    datapath::netlink::{Mode, Netlink},
+    datapath::netlink::Mode,
     naming::{Mac, ROUTE_PROTOCOL},
     reconcile::{Action, Address, Fdb, Neigh, Object, Route, Step},
 };
@@ -37,56 +35,49 @@ pub(super) fn object_dev(o: &Object) -> Option<&str> {
     }
 }
 
-/// Carry out one entry step on the device with index `index`.
-pub(super) async fn write_entry(nl: &Netlink, index: u32, s: &Step) -> io::Result<()> {
+/// The request that carries out one entry step on the device with index
+/// `index`; `None` for what is not a netlink entry (devices, settings).
+pub(super) fn entry_request(index: u32, s: &Step) -> Option<(RouteNetlinkMessage, Mode)> {
     let remove = s.action == Action::Remove;
-    match &s.object {
-        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => Ok(()),
-        Object::Sysctl(x) => write_sysctl(x).await,
+    let (new, del) = match &s.object {
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) | Object::Sysctl(_) => return None,
         Object::Address(a) => {
             let m = address_message(index, a);
-            if remove {
-                nl.ack(RouteNetlinkMessage::DelAddress(m), Mode::Plain)
-                    .await
-            } else {
-                nl.ack(RouteNetlinkMessage::NewAddress(m), Mode::Replace)
-                    .await
-            }
+            (
+                RouteNetlinkMessage::NewAddress(m.clone()),
+                RouteNetlinkMessage::DelAddress(m),
+            )
         }
         Object::Fdb(f) => {
             let m = fdb_message(index, f);
-            if remove {
-                nl.ack(RouteNetlinkMessage::DelNeighbour(m), Mode::Plain)
-                    .await
-            } else {
-                nl.ack(RouteNetlinkMessage::NewNeighbour(m), Mode::Replace)
-                    .await
-            }
+            (
+                RouteNetlinkMessage::NewNeighbour(m.clone()),
+                RouteNetlinkMessage::DelNeighbour(m),
+            )
         }
         Object::Neigh(n) => {
             let m = neigh_message(index, n);
-            if remove {
-                nl.ack(RouteNetlinkMessage::DelNeighbour(m), Mode::Plain)
-                    .await
-            } else {
-                nl.ack(RouteNetlinkMessage::NewNeighbour(m), Mode::Replace)
-                    .await
-            }
+            (
+                RouteNetlinkMessage::NewNeighbour(m.clone()),
+                RouteNetlinkMessage::DelNeighbour(m),
+            )
         }
         Object::Route(r) => {
             let m = route_message(index, r);
-            match s.action {
-                Action::Remove => nl.ack(RouteNetlinkMessage::DelRoute(m), Mode::Plain).await,
+            return Some(match s.action {
+                Action::Remove => (RouteNetlinkMessage::DelRoute(m), Mode::Plain),
                 // Never replace on add: a route that appeared since the
                 // observation may be someone else's.
-                Action::Add => nl.ack(RouteNetlinkMessage::NewRoute(m), Mode::Create).await,
-                Action::Change => {
-                    nl.ack(RouteNetlinkMessage::NewRoute(m), Mode::Replace)
-                        .await
-                }
-            }
+                Action::Add => (RouteNetlinkMessage::NewRoute(m), Mode::Create),
+                Action::Change => (RouteNetlinkMessage::NewRoute(m), Mode::Replace),
+            });
         }
-    }
+    };
+    Some(if remove {
+        (del, Mode::Plain)
+    } else {
+        (new, Mode::Replace)
+    })
 }
 
 fn address_message(index: u32, a: &Address) -> AddressMessage {

@@ -1,6 +1,7 @@
 //! The kernel datapath over rtnetlink and /proc/sys. Observes only the
 //! devices lvn created (recognised by their alias) and the entries on them;
-//! applies a plan in phases, each phase's requests pipelined on one socket.
+//! applies a plan in phases, each phase's entry requests batched, many per
+//! `sendto`.
 //!
 //! `observe.rs` reads (dumps of links, addresses, neighbours and FDB
 //! entries, routes), `apply.rs` writes (phases, device changes, batches);
@@ -25,7 +26,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage, link::LinkMess
 
 pub use self::fou::fou_support;
 use self::{fou::FouClient, link::link_name_mtu};
-use super::{ApplyReport, Datapath, DatapathError, Scope, netlink::Netlink};
+use super::{ApplyReport, Datapath, DatapathError, Scope, batch::Batch, netlink::Netlink};
 use crate::reconcile::{Observed, Plan};
 
 /// The real kernel, through rtnetlink and /proc/sys.
@@ -35,6 +36,8 @@ pub struct Kernel {
     index: BTreeMap<String, u32>,
     /// Generic netlink "fou", connected when datapath "fou" needs it.
     fou: Option<FouClient>,
+    /// The socket for batches of entry requests, opened on first use.
+    batch: Option<Batch>,
 }
 
 impl Kernel {
@@ -44,7 +47,19 @@ impl Kernel {
             nl: Netlink::connect()?,
             index: BTreeMap::new(),
             fou: None,
+            batch: None,
         })
+    }
+
+    /// The batch socket, opened on first use.
+    fn batch(&mut self) -> Result<&mut Batch, DatapathError> {
+        if self.batch.is_none() {
+            let b = Batch::open().map_err(nl_err("opening a netlink socket for batches"))?;
+            self.batch = Some(b);
+        }
+        self.batch
+            .as_mut()
+            .ok_or_else(|| DatapathError::Netlink("no batch socket".into()))
     }
 }
 
