@@ -7,6 +7,7 @@
 
 mod endpoint;
 mod error;
+mod layer2;
 pub mod placement;
 mod public_key;
 mod raw;
@@ -16,6 +17,7 @@ mod validate_tests;
 
 pub use endpoint::parse_endpoint;
 pub use error::{ConfigError, ConfigErrors};
+pub use layer2::{Layer, Layer2};
 pub use public_key::parse_public_key;
 pub use raw::{RawTopology, schema_json};
 pub use validate::{
