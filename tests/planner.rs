@@ -35,6 +35,7 @@ fn underlay() -> Underlay {
         ],
         links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
         holders: Default::default(),
+        kinds: Default::default(),
     }
 }
 
@@ -360,6 +361,8 @@ fn removes_nothing_desired(plan: &Plan, want: &Desired) -> bool {
             Object::Neigh(n) => !want.state.neighbours.contains_key(&n.address),
             Object::Route(r) => !want.state.routes.contains_key(&r.key()),
             Object::Sysctl(_) => false,
+            Object::Flood(f) => !want.state.flood.contains_key(&f.key()),
+            Object::Port(_) => want.state.port.is_none(),
         })
 }
 
@@ -428,6 +431,8 @@ proptest! {
                 Object::Sysctl(x) => x.key.to_string(),
                 Object::Tunnel(t) => t.name.clone(),
                 Object::Fou(f) => format!("fou {}", f.port),
+                Object::Flood(f) => f.dev.clone(),
+                Object::Port(p) => p.dev.clone(),
             };
             let ours = dev.contains("lvn-p") || dev.contains(&tunnel_prefix) || dev == "fou 4789";
             prop_assert!(ours, "step outside lvn's devices: {s}");

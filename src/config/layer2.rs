@@ -51,7 +51,10 @@ pub(super) fn check_network(
             3 => Layer::Three,
             2 => Layer::Two,
             v => {
-                errs.push((l.span(), format!("layer {v} is not supported, expected 2 or 3")));
+                errs.push((
+                    l.span(),
+                    format!("layer {v} is not supported, expected 2 or 3"),
+                ));
                 Layer::Three
             }
         },

@@ -6,6 +6,7 @@
 pub mod bird;
 mod desired;
 pub mod fleet;
+mod layer2;
 mod model;
 mod plan;
 mod reason;
@@ -15,6 +16,7 @@ pub use desired::{
     Conflict, Desired, FALLBACK_UNDERLAY_MTU, FOU_OVERHEAD_V4, Liveness, ObjectKey,
     VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired,
 };
+pub use layer2::{Flood, Port, Waiting};
 pub use model::{
     AddrKey, Address, Fdb, Fou, Link, Neigh, Observed, Route, RouteKey, State, Sysctl, Tunnel,
     Underlay,

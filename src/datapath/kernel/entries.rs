@@ -33,6 +33,7 @@ pub(super) fn object_dev(o: &Object) -> Option<&str> {
         Object::Fdb(f) => Some(&f.dev),
         Object::Neigh(n) => Some(&n.dev),
         Object::Route(r) => Some(&r.dev),
+        Object::Flood(f) => Some(&f.dev),
         _ => None,
     }
 }
@@ -41,7 +42,8 @@ pub(super) fn object_dev(o: &Object) -> Option<&str> {
 pub(super) async fn write_entry(nl: &Netlink, index: u32, s: &Step) -> io::Result<()> {
     let remove = s.action == Action::Remove;
     match &s.object {
-        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => Ok(()),
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) | Object::Port(_) => Ok(()),
+        Object::Flood(f) => super::layer2::write_flood(nl, index, f, s.action).await,
         Object::Sysctl(x) => write_sysctl(x).await,
         Object::Address(a) => {
             let m = address_message(index, a);
@@ -138,7 +140,7 @@ fn neigh_message(index: u32, n: &Neigh) -> NeighbourMessage {
     m
 }
 
-fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+pub(super) fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),

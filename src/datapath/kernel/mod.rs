@@ -11,6 +11,7 @@
 mod apply;
 mod entries;
 mod fou;
+mod layer2;
 mod link;
 mod observe;
 mod sysctl;
