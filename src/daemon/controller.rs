@@ -50,6 +50,8 @@ pub struct Controller {
     resync: Duration,
     pub(super) tally: Tally,
     pub(super) conflicts: Vec<Conflict>,
+    /// What the last reconcile's desired state waits for (a missing master).
+    pub(super) waiting: Vec<crate::reconcile::Waiting>,
     /// Reconcile: running now, wanted (by when, why), failures.
     in_flight: Option<InFlight>,
     wanted: Option<(Instant, String)>,
@@ -116,6 +118,7 @@ impl Controller {
             resync,
             tally: Tally::default(),
             conflicts: Vec::new(),
+            waiting: Vec::new(),
             in_flight: None,
             wanted: Some((now.at, "start".into())),
             next_resync: now.at + resync,
@@ -326,6 +329,7 @@ impl Controller {
             }
         }
         self.conflicts = o.conflicts;
+        crate::daemon::layer2::note_waiting(&mut self.waiting, o.waiting);
         match o.result {
             Ok(applied) => {
                 self.tally.reconcile_ok += 1;

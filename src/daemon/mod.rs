@@ -14,6 +14,7 @@
 mod backoff;
 mod controller;
 mod events;
+mod layer2;
 mod metrics;
 mod probes;
 mod reconciler;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::{
     config::Topology,
     datapath::{Datapath, DatapathError, Scope},
-    reconcile::{self, Conflict, Desired, Liveness, PlanError, Step},
+    reconcile::{self, Conflict, Desired, Liveness, PlanError, Step, Waiting},
 };
 
 /// What the controller asks for.
@@ -30,6 +30,8 @@ pub struct Outcome {
     pub result: Result<Applied, ReconcileError>,
     /// Peers the datapath cannot carry (from the desired state).
     pub conflicts: Vec<Conflict>,
+    /// What the desired state waits for (layer 2: a missing master).
+    pub waiting: Vec<Waiting>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
 }
@@ -64,10 +66,12 @@ pub enum ReconcileError {
 pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
     let mut applied = Applied::default();
     let mut conflicts = Vec::new();
-    let result = run(dp, req, &mut applied, &mut conflicts).await;
+    let mut waiting = Vec::new();
+    let result = run(dp, req, &mut applied, &mut conflicts, &mut waiting).await;
     Outcome {
         result: result.map(|()| applied),
         conflicts,
+        waiting,
         seconds: 0.0,
     }
 }
@@ -77,6 +81,7 @@ async fn run<D: Datapath>(
     req: &Request,
     applied: &mut Applied,
     conflicts: &mut Vec<Conflict>,
+    waiting: &mut Vec<Waiting>,
 ) -> Result<(), ReconcileError> {
     for old in &req.retire {
         converge(dp, old, &Desired::default(), applied).await?;
@@ -89,6 +94,7 @@ async fn run<D: Datapath>(
     let observed = observe(dp, &scope).await?;
     let desired = reconcile::desired(&req.topo, me, &observed.underlay, &req.liveness);
     *conflicts = desired.conflicts.clone();
+    *waiting = desired.waiting.clone();
     let plan = reconcile::plan(&desired, &observed)?;
     apply(dp, &scope, &plan, applied).await
 }

@@ -116,6 +116,7 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                                 "a reconcile was asked for while one ran".into(),
                             )),
                             conflicts: Vec::new(),
+                            waiting: Vec::new(),
                             seconds: 0.0,
                         }));
                     }

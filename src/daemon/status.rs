@@ -44,6 +44,9 @@ pub struct ReconcileStatus {
     pub error: Option<String>,
     /// Seconds until the next try, while failing.
     pub retry_in_secs: Option<f64>,
+    /// What lvn wants and cannot have yet, e.g. a missing `attach` master.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,6 +158,9 @@ pub fn table(s: &Status) -> String {
                 .map_or("-".to_string(), |t| format!("{t:.0}s")),
             s.reconcile.error.as_deref().unwrap_or("")
         ));
+    }
+    for w in &s.reconcile.waiting {
+        out.push_str(&format!("waiting: {w}\n"));
     }
     if let Some(r) = &s.config.refused {
         out.push_str(&format!(

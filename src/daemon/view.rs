@@ -90,6 +90,7 @@ impl Controller {
                 retry_in_secs: r
                     .retry_at
                     .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                waiting: self.waiting.iter().map(ToString::to_string).collect(),
             },
             config: ConfigStatus {
                 sha256: self.sha256.clone(),

@@ -42,12 +42,12 @@ const PACKET_OUTGOING: u32 = 4;
 /// Keepalive frames (EtherType 0x88b5) arriving on the device; not the
 /// frames the device sends.
 const KEEPALIVE_IN: [SockFilter; 6] = [
-    bpf(0x28, 0, 0, SKF_AD_PROTOCOL),     // ldh proto
-    bpf(0x15, 0, 3, ETHERTYPE as u32),    // jeq 0x88b5, next, drop
-    bpf(0x30, 0, 0, SKF_AD_PKTTYPE),      // ldb pkttype
-    bpf(0x15, 1, 0, PACKET_OUTGOING),     // jeq outgoing, drop, accept
-    bpf(0x06, 0, 0, 0x0004_0000),         // accept
-    bpf(0x06, 0, 0, 0),                   // drop
+    bpf(0x28, 0, 0, SKF_AD_PROTOCOL),  // ldh proto
+    bpf(0x15, 0, 3, ETHERTYPE as u32), // jeq 0x88b5, next, drop
+    bpf(0x30, 0, 0, SKF_AD_PKTTYPE),   // ldb pkttype
+    bpf(0x15, 1, 0, PACKET_OUTGOING),  // jeq outgoing, drop, accept
+    bpf(0x06, 0, 0, 0x0004_0000),      // accept
+    bpf(0x06, 0, 0, 0),                // drop
 ];
 
 /// Packets may have queued before the filter was attached: drop them.
