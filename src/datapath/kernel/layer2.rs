@@ -160,8 +160,9 @@ impl Kernel {
                     p.hairpin,
                 )]))
                 .build();
+            // RTM_NEWLINK: RTM_SETLINK ignores IFLA_LINKINFO, port data included.
             self.nl
-                .ack(RouteNetlinkMessage::SetLink(m), Mode::Plain)
+                .ack(RouteNetlinkMessage::NewLink(m), Mode::Plain)
                 .await
                 .map_err(nl_err(format!("{op}: setting hairpin")))?;
         }
