@@ -30,7 +30,16 @@ fn layer2_topology() -> String {
 fn bridge(ns: &str, addr: &str) {
     sh(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"]);
     sh(&["ip", "-n", ns, "link", "set", "br0", "up"]);
-    sh(&["ip", "-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "br0"]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "br0",
+    ]);
 }
 
 fn link(ns: &str) -> String {
@@ -38,7 +47,9 @@ fn link(ns: &str) -> String {
 }
 
 fn fdb(ns: &str) -> String {
-    sh(&["ip", "netns", "exec", ns, "bridge", "fdb", "show", "dev", DEV])
+    sh(&[
+        "ip", "netns", "exec", ns, "bridge", "fdb", "show", "dev", DEV,
+    ])
 }
 
 /// Destinations ("ip port") of the flooding entries on `ns`'s device.

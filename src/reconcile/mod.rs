@@ -7,6 +7,8 @@ pub mod bird;
 mod desired;
 pub mod fleet;
 mod layer2;
+#[cfg(test)]
+mod layer2_tests;
 mod model;
 mod plan;
 mod reason;
