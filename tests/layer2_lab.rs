@@ -190,3 +190,33 @@ fn layer2_spokes_reach_each_other_through_the_hubs_bridge() {
     );
     assert!(!lab.ping(&a_ns, C_BR), "c is gone");
 }
+
+/// One node, no NAT: the device's MTU is the fleet's, udp_checksum is set
+/// at creation (a change re-creates the device), outer DF is set.
+#[test]
+fn layer2_device_settings_reach_the_kernel() {
+    let mut lab = common::Lab::new("l2dev");
+    let ns = lab.host("hub", &[&format!("{HUB_IP}/24")]);
+    let text = |csum: bool| {
+        format!(
+            "[network]\nname = \"lab\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = 77\nlayer = 2\nudp_checksum = {csum}\n\n[nodes.hub1]\nrole = \"hub\"\naddress = \"100.64.0.1\"\nendpoint = \"{HUB_IP}\"\n"
+        )
+    };
+    let cfg = lab.write_config("off.toml", &text(false));
+    lab.lvn_ok(&ns, &cfg, "hub1", &["apply"]);
+    let l = link(&ns);
+    assert!(l.contains("mtu 1450 "), "{l}");
+    assert!(l.contains(" noudpcsum "), "{l}");
+    assert!(l.contains(" df set "), "{l}");
+    let cfg = lab.write_config("on.toml", &text(true));
+    let plan = lab.lvn_ok(&ns, &cfg, "hub1", &["plan"]);
+    assert!(
+        plan.contains("[replace: udp_checksum cannot change in place]"),
+        "{plan}"
+    );
+    lab.lvn_ok(&ns, &cfg, "hub1", &["apply"]);
+    let l = link(&ns);
+    assert!(l.contains(" udpcsum "), "{l}");
+    let plan = lab.lvn_ok(&ns, &cfg, "hub1", &["plan"]);
+    assert!(plan.starts_with("No changes"), "{plan}");
+}

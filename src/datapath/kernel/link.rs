@@ -8,7 +8,7 @@ use rtnetlink::{
     LinkIpIp, LinkUnspec, LinkVxlan,
     packet_route::link::{
         InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-        LinkMessage, TunnelEncapType,
+        LinkMessage, TunnelEncapType, VxlanDf,
     },
 };
 
@@ -130,6 +130,12 @@ pub(super) fn vxlan_message(link: &Link) -> LinkMessage {
         None if link.underlay == Family::Ipv6 => b.local6(Ipv6Addr::UNSPECIFIED),
         None => b,
     };
+    // Outer packets are never fragmented (DF set, as Open vSwitch does by
+    // default): a path narrower than the device's MTU then loses the large
+    // packets where the path MTU check (and ICMP "fragmentation needed")
+    // can see it, instead of depending on fragments crossing NATs and
+    // firewalls, which many drop, and on reassembly at the other end.
+    b = b.df(VxlanDf::Set);
     b = match (link.udp_checksum, link.underlay) {
         (Some(c), Family::Ipv4) => b.udp_csum(c),
         (Some(c), Family::Ipv6) => b.udp_zero_csum6_tx(!c),
