@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 pub use super::hub::Inner;
-use super::wire::{ETHERTYPE, MAX_MESSAGE};
+use super::wire::{ETHERTYPE, MAX_MESSAGE, MAX_PROBE};
 use crate::reconcile::Mac;
 
 /// A non-blocking, close-on-exec socket (socket2 sets close-on-exec).
@@ -304,7 +304,8 @@ impl UnderlaySocket {
     }
 
     fn read_one(&self) -> io::Result<Option<Sighting>> {
-        let mut buf = [0u8; 2048];
+        // Room for a path MTU probe and its outer headers.
+        let mut buf = [0u8; MAX_PROBE + 128];
         let (n, addr) = recv_from(self.fd.get_ref(), &mut buf)?;
         Ok(addr
             .as_socket()
@@ -355,7 +356,7 @@ fn parse_sighting(buf: &[u8], v6: bool, encap: Encap, sender: IpAddr) -> Option<
     Some(Sighting {
         from: SocketAddr::new(sender, sport),
         inner,
-        payload: payload[..payload.len().min(MAX_MESSAGE + 1)].to_vec(),
+        payload: payload[..payload.len().min(MAX_PROBE + 1)].to_vec(),
     })
 }
 

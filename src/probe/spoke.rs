@@ -10,6 +10,7 @@ use std::{
 use super::{
     PairKey,
     hub::seal,
+    pmtu::{PathMtu, Verdict},
     verify::{self, Freshness, Reject},
     wire::{self, Kind, Message},
 };
@@ -39,6 +40,8 @@ pub struct HubLink {
     pub answer_counter: u64,
     /// This spoke's address and port as this hub sees them.
     pub reflexive: Option<SocketAddr>,
+    /// Whether the path to this hub carries the device's MTU.
+    pub pmtu: PathMtu,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ pub struct SpokeProbe {
     interval: Duration,
     hubs: BTreeMap<String, HubLink>,
     counter: u64,
+    /// The device MTU the paths are checked for (datapath vxlan).
+    mtu: Option<u32>,
+    /// Path MTU verdicts not yet taken by the caller (for the log).
+    verdicts: Vec<(String, Verdict)>,
 }
 
 impl SpokeProbe {
@@ -63,6 +70,8 @@ impl SpokeProbe {
             interval,
             hubs: BTreeMap::new(),
             counter: 0,
+            mtu: None,
+            verdicts: Vec::new(),
         };
         s.reconfigure(me, auth, interval, hubs);
         s
@@ -96,6 +105,7 @@ impl SpokeProbe {
                 unanswered: 0,
                 answer_counter: 0,
                 reflexive: None,
+                pmtu: PathMtu::default(),
             });
             if auth_changed || link.key != key {
                 link.answer_counter = 0;
@@ -129,14 +139,41 @@ impl SpokeProbe {
                 counter: self.counter,
                 from: self.me.clone(),
                 to: h.name.clone(),
+                probe: None,
             };
             h.last_sent = Some(now);
             h.unanswered = h.unanswered.saturating_add(1);
             let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
             h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
-            out.push((h.mac, seal(&m, h.key.as_ref().filter(|_| self.auth))));
+            let key = h.key.as_ref().filter(|_| self.auth);
+            out.push((h.mac, seal(&m, key)));
+            let answering = h.last_answer.is_some() && h.unanswered <= 2;
+            if let Some(size) = h.pmtu.due(now, self.interval, answering) {
+                self.counter = self.counter.saturating_add(1);
+                let probe = Message {
+                    counter: self.counter,
+                    probe: Some(0),
+                    ..m
+                };
+                if let Some(p) = padded(probe, size, key.is_some()) {
+                    out.push((h.mac, seal(&p, key)));
+                }
+            }
         }
         out
+    }
+
+    /// The device MTU to check the paths for; `None`: no checks.
+    pub fn set_mtu(&mut self, mtu: Option<u32>, now: Instant) {
+        self.mtu = mtu;
+        for h in self.hubs.values_mut() {
+            h.pmtu.set_size(mtu, now);
+        }
+    }
+
+    /// Path MTU verdicts since the last call, by hub.
+    pub fn take_verdicts(&mut self) -> Vec<(String, Verdict)> {
+        std::mem::take(&mut self.verdicts)
     }
 
     /// When the next keepalive is due.
@@ -168,8 +205,22 @@ impl SpokeProbe {
         h.last_answer = Some(now);
         h.rtt = h.last_sent.map(|t| now.saturating_duration_since(t));
         h.unanswered = 0;
+        if h.reflexive != Some(seen) {
+            h.pmtu.path_changed(now);
+        }
         h.reflexive = Some(seen);
+        let verdict = match m.probe {
+            Some(len) => h.pmtu.on_probe_answer(u32::from(len)),
+            None => h.pmtu.on_answer(now),
+        };
+        if let Some(v) = verdict {
+            self.verdicts.push((h.name.clone(), v));
+        }
         Ok(h.name.clone())
+    }
+
+    pub fn mtu(&self) -> Option<u32> {
+        self.mtu
     }
 
     pub fn hubs(&self) -> &BTreeMap<String, HubLink> {
@@ -180,4 +231,17 @@ impl SpokeProbe {
     pub fn reflexive(&self) -> Option<SocketAddr> {
         self.hubs.values().find_map(|h| h.reflexive)
     }
+}
+
+/// `m` (a probe with no padding yet) padded so the whole message, tag
+/// included, is `size` bytes; `None` if it cannot be (too small or larger
+/// than a probe may be).
+fn padded(mut m: Message, size: u32, tagged: bool) -> Option<Message> {
+    let fixed = wire::encode_body(&m, false).len() + if tagged { wire::TAG_LEN } else { 0 };
+    let size = usize::try_from(size).ok()?;
+    if size > wire::MAX_PROBE {
+        return None;
+    }
+    m.probe = Some(u16::try_from(size.checked_sub(fixed)?).ok()?);
+    Some(m)
 }
