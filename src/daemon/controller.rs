@@ -272,6 +272,7 @@ impl Controller {
         }
         if let Probe::Spoke(s) = &mut self.probe {
             let sends = s.on_tick(t, now.wall_ns);
+            crate::daemon::layer2::note_path_mtu(s, &mut self.tally);
             for (mac, payload) in sends {
                 if let Some(to) = hub_address(&self.topo, mac) {
                     out.push(Effect::Send { to, payload });
@@ -330,6 +331,11 @@ impl Controller {
         }
         self.conflicts = o.conflicts;
         crate::daemon::layer2::note_waiting(&mut self.waiting, o.waiting);
+        if let Probe::Spoke(s) = &mut self.probe
+            && o.result.is_ok()
+        {
+            s.set_mtu(o.mtu, t);
+        }
         match o.result {
             Ok(applied) => {
                 self.tally.reconcile_ok += 1;
@@ -454,6 +460,7 @@ impl Controller {
             }
             Err(r) => self.tally.count(&format!("rejected_{}", r.label()), 1),
         }
+        crate::daemon::layer2::note_path_mtu(spoke, &mut self.tally);
     }
 
     pub(super) fn save_soon(&mut self, t: Instant) {

@@ -1,11 +1,35 @@
-//! The daemon's share of layer 2: saying once what the desired state waits
-//! for (a missing `attach` master), and once that it arrived. The reconcile
-//! itself attaches the device on the first run after the master appears
-//! (the periodic resync, or a kernel change).
+//! The daemon's share of layer 2 and of path MTU checks: saying once what
+//! the desired state waits for (a missing `attach` master) and once that it
+//! arrived; saying once when a spoke's path to a hub stops (or starts)
+//! carrying the device MTU. The reconcile itself attaches the device on the
+//! first run after the master appears (the periodic resync, or a kernel
+//! change); the MTU is never changed by lvn.
 
 use tracing::{info, warn};
 
-use crate::reconcile::Waiting;
+use super::events::Tally;
+use crate::{
+    probe::{pmtu::Verdict, spoke::SpokeProbe},
+    reconcile::Waiting,
+};
+
+/// Log the spoke's new path MTU verdicts and count the bad ones.
+pub(super) fn note_path_mtu(spoke: &mut SpokeProbe, tally: &mut Tally) {
+    for (hub, v) in spoke.take_verdicts() {
+        match v {
+            Verdict::CannotCarry(mtu) => {
+                tally.count("path_mtu_failures", 1);
+                warn!(
+                    hub = %hub,
+                    "path MTU: the path to {hub} cannot carry the device MTU {mtu}: keepalives are answered, full-size probes (outer DF set) are lost; lower `mtu` in the topology or fix the path (lvn does not change the MTU itself)"
+                );
+            }
+            Verdict::Carries(mtu) => {
+                info!(hub = %hub, "path MTU: the path to {hub} carries the device MTU {mtu}")
+            }
+        }
+    }
+}
 
 /// Log what is new in `now` and what `now` no longer waits for, then keep
 /// `now`.

@@ -32,6 +32,8 @@ pub struct Outcome {
     pub conflicts: Vec<Conflict>,
     /// What the desired state waits for (layer 2: a missing master).
     pub waiting: Vec<Waiting>,
+    /// The device MTU wanted (VXLAN): what a spoke's path MTU checks test.
+    pub mtu: Option<u32>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
 }
@@ -62,16 +64,24 @@ pub enum ReconcileError {
     Config(String),
 }
 
+/// What the desired state says beyond its objects.
+#[derive(Default)]
+struct Wanted {
+    waiting: Vec<Waiting>,
+    mtu: Option<u32>,
+}
+
 /// Run one reconcile against `dp`.
 pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
     let mut applied = Applied::default();
     let mut conflicts = Vec::new();
-    let mut waiting = Vec::new();
-    let result = run(dp, req, &mut applied, &mut conflicts, &mut waiting).await;
+    let mut want = Wanted::default();
+    let result = run(dp, req, &mut applied, &mut conflicts, &mut want).await;
     Outcome {
         result: result.map(|()| applied),
         conflicts,
-        waiting,
+        waiting: want.waiting,
+        mtu: want.mtu,
         seconds: 0.0,
     }
 }
@@ -81,7 +91,7 @@ async fn run<D: Datapath>(
     req: &Request,
     applied: &mut Applied,
     conflicts: &mut Vec<Conflict>,
-    waiting: &mut Vec<Waiting>,
+    want: &mut Wanted,
 ) -> Result<(), ReconcileError> {
     for old in &req.retire {
         converge(dp, old, &Desired::default(), applied).await?;
@@ -94,7 +104,8 @@ async fn run<D: Datapath>(
     let observed = observe(dp, &scope).await?;
     let desired = reconcile::desired(&req.topo, me, &observed.underlay, &req.liveness);
     *conflicts = desired.conflicts.clone();
-    *waiting = desired.waiting.clone();
+    want.waiting = desired.waiting.clone();
+    want.mtu = desired.state.link.as_ref().map(|l| l.mtu);
     let plan = reconcile::plan(&desired, &observed)?;
     apply(dp, &scope, &plan, applied).await
 }

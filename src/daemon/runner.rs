@@ -117,6 +117,7 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                             )),
                             conflicts: Vec::new(),
                             waiting: Vec::new(),
+                            mtu: None,
                             seconds: 0.0,
                         }));
                     }

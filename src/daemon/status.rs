@@ -78,6 +78,13 @@ pub struct PeerStatus {
     pub unanswered: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Spokes, per hub: whether the path carries the device MTU (null while
+    /// unknown); absent on hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu_ok: Option<Option<bool>>,
+    /// Spokes, per hub: the largest device MTU the path carried, or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<Option<u32>>,
 }
 
 pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
@@ -213,6 +220,23 @@ pub fn table(s: &Status) -> String {
     }
     for p in s.peers.iter().filter_map(|p| p.note.as_ref()) {
         out.push_str(&format!("note: {p}\n"));
+    }
+    for p in &s.peers {
+        match p.path_mtu_ok {
+            Some(Some(false)) => out.push_str(&format!(
+                "path MTU: the path to {} cannot carry the device MTU (keepalives are answered, full-size probes are lost)\n",
+                p.name
+            )),
+            Some(Some(true)) => out.push_str(&format!(
+                "path MTU: the path to {} carries the device MTU{}\n",
+                p.name,
+                p.path_mtu
+                    .flatten()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )),
+            _ => {}
+        }
     }
     out
 }
