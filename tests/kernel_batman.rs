@@ -56,23 +56,41 @@ fn batman_adv_meshes_over_lvn_through_nat() {
     for (ns, addr) in [(&hub_ns, HUB_BAT), (&a_ns, A_BAT), (&c_ns, C_BAT)] {
         mesh(ns, addr);
     }
-    let _hub = f.start(&hub_ns, "hub1");
-    let _a = f.start(&a_ns, "a");
-    let _c = f.start(&c_ns, "c");
+    let hub = f.start(&hub_ns, "hub1");
+    let a = f.start(&a_ns, "a");
+    let c = f.start(&c_ns, "c");
     for ns in [&hub_ns, &a_ns, &c_ns] {
+        // The daemon creates the device first: until then `ip` fails.
         wait_until(SLOW, || {
-            sh(&["ip", "-n", ns, "link", "show", "dev", "lvn-lab"])
+            let out = common::run(&["ip", "-n", ns, "link", "show", "dev", "lvn-lab"]);
+            String::from_utf8_lossy(&out.stdout)
                 .contains("master bat0")
                 .then_some(())
         })
-        .unwrap_or_else(|| panic!("lvn-lab never became bat0's hard interface in {ns}"));
+        .unwrap_or_else(|| {
+            panic!(
+                "lvn-lab never became bat0's hard interface in {ns}:\nhub: {}\na: {}\nc: {}",
+                hub.output(),
+                a.output(),
+                c.output()
+            )
+        });
     }
     // The hub's batman-adv sees both spokes, through their NATs.
     wait_until(SLOW, || {
         let n = neighbours(&hub_ns);
         (n.contains(A_MAC) && n.contains(C_MAC)).then_some(())
     })
-    .unwrap_or_else(|| panic!("hub's batctl n: {}", neighbours(&hub_ns)));
+    .unwrap_or_else(|| {
+        panic!(
+            "hub's batctl n: {}\nhub fdb: {}\nhub: {}",
+            neighbours(&hub_ns),
+            sh(&[
+                "ip", "netns", "exec", &hub_ns, "bridge", "fdb", "show", "dev", "lvn-lab"
+            ]),
+            hub.output()
+        )
+    });
     // Spoke to spoke over bat0, relayed by the hub's batman-adv.
     let pinged = wait_until(SLOW, || f.n.lab.ping(&a_ns, C_BAT).then_some(()));
     assert!(pinged.is_some(), "a -> c over bat0: {}", neighbours(&a_ns));
