@@ -77,6 +77,12 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<DurationValue>")]
     pub failback_after: Option<Spanned<toml::Value>>,
+    /// After a reload, a spoke that had a hub answering and has none
+    /// answering this long after the change goes back to the previous file.
+    /// Default: four keepalive intervals.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationValue>")]
+    pub confirm_after: Option<Spanned<toml::Value>>,
     /// "none" (default): any keepalive naming a declared node is accepted.
     /// "keys": keepalives carry a MAC from a key pair per node (`public_key`).
     #[serde(default)]

@@ -34,6 +34,10 @@ pub const FAILOVER_KEEPALIVES: u32 = 3;
 /// the default keepalive) before its spokes return, so a flapping hub does
 /// not pull them back and forth.
 pub const FAILBACK_KEEPALIVES: u32 = 10;
+/// Default `confirm_after`, in keepalive intervals: a changed file must
+/// bring an answer from a hub within four keepalives (three may be lost)
+/// or a spoke goes back to the file before it.
+pub const CONFIRM_KEEPALIVES: u32 = 4;
 const MIN_DURATION: Duration = Duration::from_millis(100);
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -97,6 +101,8 @@ pub struct Network {
     /// A preferred hub answering this long (plus a per-spoke delay) is
     /// primary again.
     pub failback_after: Duration,
+    /// A spoke that hears no hub this long after a reload rolls it back.
+    pub confirm_after: Duration,
     pub auth: Auth,
     /// Layer, attach and udp_checksum (`layer2.rs`).
     pub l2: Layer2,
@@ -398,6 +404,15 @@ fn check_network(
     let failback_after = c
         .duration(&n.failback_after, "failback_after")
         .unwrap_or(keepalive * FAILBACK_KEEPALIVES);
+    let confirm_after = c
+        .duration(&n.confirm_after, "confirm_after")
+        .unwrap_or(keepalive * CONFIRM_KEEPALIVES);
+    if confirm_after <= keepalive {
+        c.err(
+            n.confirm_after.as_ref().map_or(0..0, Spanned::span),
+            format!("confirm_after ({confirm_after:?}) must be longer than keepalive ({keepalive:?}): a changed file is kept once a hub answers, and needs time to"),
+        );
+    }
     let auth = match n.auth.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("none") => Auth::None,
         Some("keys") => Auth::Keys,
@@ -428,6 +443,7 @@ fn check_network(
             expire_after,
             failover_after,
             failback_after,
+            confirm_after,
             auth,
             l2,
         })

@@ -12,9 +12,10 @@ use std::{
 
 use tracing::{debug, error, info, warn};
 
-pub use super::events::{Effect, Event, Loaded, Now, Tally};
+pub use super::events::{Effect, Event, Loaded, Now, Tally, Version};
 use super::{
     backoff::{Backoff, Report},
+    confirm::{Confirm, Start},
     probes::{self, Probe},
     reconciler::{Outcome, Request},
     state::{self, Saved},
@@ -28,6 +29,10 @@ use crate::{
 
 /// How often a hub looks for expired peers.
 pub const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+/// How long drift the kernel reports is collected before one reconcile
+/// repairs it all (a device deleted by hand takes its entries with it, in
+/// one burst of notifications).
+pub const DRIFT_SETTLE: Duration = Duration::from_millis(50);
 /// How long a hub collects newly learned endpoints before installing them
 /// in one reconcile (a mass join costs one reconcile, not one per spoke).
 pub const LEARN_BATCH: Duration = Duration::from_millis(3);
@@ -43,7 +48,15 @@ pub struct Controller {
     pub(super) node: String,
     pub(super) topo: Arc<Topology>,
     pub(super) sha256: String,
+    /// The running file's text: kept as the last good file once it proves
+    /// itself.
+    pub(super) text: Arc<str>,
     pub(super) key: Option<PrivateKey>,
+    /// Confirmation of a changed file, rollback, the last good file.
+    pub(super) confirm: Confirm,
+    /// Counts switches to another file; a reconcile carries the generation
+    /// it started under.
+    pub(super) generation: u64,
     pub(super) probe: Probe,
     /// A spoke's primary hub, failing over and back.
     pub(super) failover: Option<Failover>,
@@ -75,25 +88,57 @@ pub struct Controller {
     pub(super) invalid: Option<(String, String)>,
     ready: bool,
     pub(super) reloading: bool,
+    /// Drift reported since the last reconcile started.
+    drift_burst: u64,
 }
 
 struct InFlight {
     answers: Vec<(IpAddr, Vec<u8>)>,
     why: String,
+    generation: u64,
 }
 
 impl Controller {
     /// A controller for `node`, with what a previous run saved. The first
     /// reconcile is due at once.
+    #[cfg(test)]
     pub fn new(
         node: &str,
-        loaded: (Arc<Topology>, Option<PrivateKey>),
-        sha256: String,
+        v: Version,
         saved: &Saved,
         resync: Duration,
         now: Now,
     ) -> Result<Controller, String> {
-        let (topo, key) = loaded;
+        Controller::start(
+            node,
+            Start {
+                run: v,
+                instead_of: None,
+                previous: None,
+            },
+            saved,
+            resync,
+            now,
+        )
+    }
+
+    /// A controller that starts as [`super::confirm::choose_start`] chose:
+    /// on the file on disk, maybe inside a confirmation window resumed from
+    /// a previous run, or on the last good file instead of a broken or
+    /// rolled-back one.
+    pub fn start(
+        node: &str,
+        start: Start,
+        saved: &Saved,
+        resync: Duration,
+        now: Now,
+    ) -> Result<Controller, String> {
+        let Version {
+            topo,
+            key,
+            sha256,
+            text,
+        } = start.run;
         let mut probe = probes::configure(None, &topo, node, key.as_ref())?;
         let mut reserved = 0;
         if saved.node == node || saved.node.is_empty() {
@@ -108,12 +153,15 @@ impl Controller {
         {
             f.restore_primary(p);
         }
-        Ok(Controller {
+        let mut ctl = Controller {
             failover,
             node: node.to_string(),
             topo,
             sha256,
+            text,
             key,
+            confirm: Confirm::default(),
+            generation: 0,
             probe,
             resync,
             tally: Tally::default(),
@@ -135,7 +183,42 @@ impl Controller {
             invalid: None,
             ready: false,
             reloading: false,
-        })
+            drift_burst: 0,
+        };
+        let fallback = start.instead_of.is_some();
+        match start.instead_of {
+            Some((_, Ok(errors))) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                error!(
+                    "the topology file is refused; starting on the last good file, sha256 {}",
+                    ctl.sha256
+                );
+                ctl.invalid = Some((String::new(), errors.join("\n")));
+            }
+            Some((bad, Err(()))) => {
+                warn!(
+                    "topology sha256 {bad} was rolled back before the restart; starting on the last good file, sha256 {} (SIGHUP tries the file again)",
+                    ctl.sha256
+                );
+                ctl.confirm.rejected = Some(bad);
+            }
+            None => {}
+        }
+        if let Some(p) = &start.previous {
+            info!(
+                "resuming the confirmation of topology sha256 {}: back to sha256 {} unless a hub answers within {:?}",
+                ctl.sha256, p.sha256, ctl.topo.network.confirm_after
+            );
+        }
+        if !fallback {
+            ctl.open_window(start.previous, 0, now.at);
+        } else {
+            // The last good file needs no proving.
+            ctl.confirm.good = Some((ctl.sha256.clone(), ctl.text.clone()));
+        }
+        Ok(ctl)
     }
 
     pub fn topology(&self) -> &Arc<Topology> {
@@ -157,6 +240,7 @@ impl Controller {
             Event::Reconciled(outcome) => self.on_reconciled(outcome, now, &mut out),
             Event::Saved(r) => self.on_saved(r, now),
             Event::KernelChanged => self.want(now.at, "kernel changed"),
+            Event::Drift(d) => self.on_drift(&d, now.at),
         }
         self.poll(now, &mut out);
         out
@@ -175,10 +259,16 @@ impl Controller {
             (Some(f), Probe::Spoke(s)) => f.next_check(now, |h| last_answer(s, h)),
             _ => None,
         };
-        [reconcile, self.learn_at, self.save_due(), failover]
-            .into_iter()
-            .flatten()
-            .fold(probe, Instant::min)
+        [
+            reconcile,
+            self.learn_at,
+            self.save_due(),
+            failover,
+            self.window_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(probe, Instant::min)
     }
 
     #[cfg(test)]
@@ -267,6 +357,7 @@ impl Controller {
             }
             self.want(t, "primary hub changed");
         }
+        self.check_window(now, out);
         if self.in_flight.is_none() && t >= self.reconcile_due() {
             self.start_reconcile(t, out);
         }
@@ -304,9 +395,17 @@ impl Controller {
         };
         // The resync timer restarts with every run.
         self.next_resync = t + self.resync;
+        if self.drift_burst > 1 {
+            info!(
+                "drift: {} changes by hand in all; repairing",
+                self.drift_burst
+            );
+        }
+        self.drift_burst = 0;
         self.in_flight = Some(InFlight {
             answers: std::mem::take(&mut self.pending_answers),
             why: why.clone(),
+            generation: self.generation,
         });
         out.push(Effect::Reconcile(Request {
             why,
@@ -339,6 +438,7 @@ impl Controller {
         match o.result {
             Ok(applied) => {
                 self.tally.reconcile_ok += 1;
+                self.window_applied(flight.generation, t);
                 let ended = self.reconcile.succeeded();
                 if ended > 0 {
                     info!("reconcile ({why}): the kernel matches again after {ended} failed tries");
@@ -461,6 +561,19 @@ impl Controller {
             Err(r) => self.tally.count(&format!("rejected_{}", r.label()), 1),
         }
         crate::daemon::layer2::note_path_mtu(spoke, &mut self.tally);
+    }
+
+    /// Drift reported by the kernel: the first of a burst is logged, and one
+    /// reconcile repairs the burst.
+    fn on_drift(&mut self, d: &str, t: Instant) {
+        self.tally.drift = self.tally.drift.saturating_add(1);
+        if self.drift_burst == 0 {
+            info!("drift: {d}; repairing");
+        } else {
+            debug!("drift: {d}");
+        }
+        self.drift_burst += 1;
+        self.want(t + DRIFT_SETTLE, "drift");
     }
 
     pub(super) fn save_soon(&mut self, t: Instant) {

@@ -33,8 +33,47 @@ pub struct Loaded {
     pub why: &'static str,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
+    /// The file's text (empty if it could not be read), kept as the last
+    /// good file once it proves itself.
+    pub text: Arc<str>,
     /// The topology and this node's key, or every error, one per line.
     pub result: Result<(Arc<Topology>, Option<PrivateKey>), Vec<String>>,
+}
+
+impl Loaded {
+    /// The file as one the daemon can run on, or its errors.
+    pub fn version(self) -> Result<Version, Vec<String>> {
+        let (topo, key) = self.result?;
+        Ok(Version {
+            topo,
+            key,
+            sha256: self.sha256,
+            text: self.text,
+        })
+    }
+}
+
+/// A valid topology file with this node's key: what the daemon runs on,
+/// and what a rollback goes back to.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub topo: Arc<Topology>,
+    pub key: Option<PrivateKey>,
+    pub sha256: String,
+    pub text: Arc<str>,
+}
+
+#[cfg(test)]
+impl Version {
+    /// A version of `topo` with a made-up hash and no text.
+    pub fn of(topo: Arc<Topology>, key: Option<PrivateKey>, sha256: &str) -> Version {
+        Version {
+            topo,
+            key,
+            sha256: sha256.into(),
+            text: Arc::from(""),
+        }
+    }
 }
 
 pub enum Event {
@@ -54,8 +93,11 @@ pub enum Event {
     Reconciled(Outcome),
     /// A state save finished.
     Saved(Result<(), String>),
-    /// The kernel reported a change to lvn's objects.
+    /// Something may have changed lvn's objects (a keepalive socket failed).
     KernelChanged,
+    /// The kernel reported a change that leaves lvn's objects different
+    /// from what lvn wants, described.
+    Drift(String),
 }
 
 #[derive(Debug)]
@@ -79,6 +121,10 @@ pub struct Tally {
     pub reconcile_ok: u64,
     pub reconcile_failed: u64,
     pub reconcile_seconds_sum: f64,
+    /// Changed files a spoke went back from (`confirm_after`).
+    pub rollbacks: u64,
+    /// Drift the kernel reported (each change to lvn's objects by hand).
+    pub drift: u64,
     /// Changes applied, by (kind, action).
     pub changes: BTreeMap<(String, String), u64>,
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    controller::{Controller, Effect, Event, Now},
+    controller::{Controller, Effect, Event, Now, Version},
     reconciler,
     state::Saved,
 };
@@ -80,8 +80,7 @@ impl Lab {
         };
         let spoke = Controller::new(
             "alice",
-            (Arc::new(topo), None),
-            "0".into(),
+            Version::of(Arc::new(topo), None, "0"),
             &Saved::default(),
             Duration::from_secs(30),
             now,
@@ -240,8 +239,7 @@ fn a_restart_keeps_routing_through_the_hub_failover_chose() {
     let topo = lab.spoke.topology().clone();
     let mut again = Controller::new(
         "alice",
-        (topo, None),
-        "0".into(),
+        Version::of(topo, None, "0"),
         &saved,
         Duration::from_secs(30),
         lab.now,

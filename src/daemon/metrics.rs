@@ -134,6 +134,20 @@ pub fn render(m: &Tally, status: &Status) -> String {
     );
     family(
         &mut o,
+        "lvn_drift_detected_total",
+        "counter",
+        "Changes to lvn's kernel objects by hand, as the kernel reported them (each repaired).",
+    );
+    let _ = writeln!(o, "lvn_drift_detected_total{{{node}}} {}", m.drift);
+    family(
+        &mut o,
+        "lvn_config_rollbacks_total",
+        "counter",
+        "Changed topology files a spoke went back from: no hub answered within confirm_after.",
+    );
+    let _ = writeln!(o, "lvn_config_rollbacks_total{{{node}}} {}", m.rollbacks);
+    family(
+        &mut o,
         "lvn_config_info",
         "gauge",
         "The loaded topology file, by SHA-256.",
@@ -256,13 +270,11 @@ pub fn sd_notify(state: &str) {
 }
 
 /// SHA-256 of a file's bytes, hex.
-pub fn file_hash(path: &std::path::Path) -> String {
+/// SHA-256 of topology text, hex.
+pub fn text_hash(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    match std::fs::read(path) {
-        Ok(bytes) => Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        Err(_) => String::new(),
-    }
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -12,8 +12,10 @@
 //! learned across restarts, `status.rs`, `view.rs` and `metrics.rs` show it.
 
 mod backoff;
+mod confirm;
 mod controller;
 mod events;
+mod kernel_watch;
 mod layer2;
 mod metrics;
 mod probes;
@@ -28,6 +30,8 @@ mod view;
 mod watch;
 
 #[cfg(test)]
+mod confirm_tests;
+#[cfg(test)]
 mod failover_tests;
 #[cfg(test)]
 mod runner_tests;
@@ -38,7 +42,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 
-pub use state::{DEFAULT_STATE_DIR, Saved, SavedPeer};
+pub use metrics::text_hash;
+pub use state::{
+    DEFAULT_STATE_DIR, Saved, SavedPeer, good_path, load_good, remove_good, save_good,
+};
 pub use status::{DEFAULT_RUN_DIR, PeerStatus, Status, find_socket, query, socket_path, table};
 
 use crate::{
@@ -71,14 +78,38 @@ pub struct Options {
 /// Run until SIGTERM or SIGINT, on the kernel.
 pub async fn run(opts: Options) -> Result<()> {
     let dp = Kernel::connect().context("opening netlink")?;
-    runner::run(opts, dp).await
+    // Subscribe before the first observation, so nothing falls between.
+    let kernel = match crate::datapath::kernel::monitor::Monitor::open() {
+        Ok(m) => Some(kernel_watch::KernelWatch::spawn(m)),
+        Err(e) => {
+            tracing::warn!(
+                "cannot subscribe to kernel notifications: {e}; drift is noticed by the resync only"
+            );
+            None
+        }
+    };
+    runner::run(opts, dp, kernel).await
 }
 
 /// Read and check the topology file and this node's key (blocking I/O:
 /// the runner calls it off the loop). Every error is one line.
 fn load(opts: &Options, why: &'static str) -> Loaded {
-    let sha256 = metrics::file_hash(&opts.config);
-    let result = match config::load(&opts.config) {
+    match std::fs::read_to_string(&opts.config) {
+        Ok(text) => check(opts, &opts.config, text, why),
+        Err(e) => Loaded {
+            why,
+            sha256: String::new(),
+            text: Arc::from(""),
+            result: Err(vec![format!("{}: cannot read: {e}", opts.config.display())]),
+        },
+    }
+}
+
+/// Check topology text read from `path` (the file, or the last good copy),
+/// with this node's key.
+fn check(opts: &Options, path: &std::path::Path, text: String, why: &'static str) -> Loaded {
+    let sha256 = metrics::text_hash(&text);
+    let result = match config::parse(path, &text) {
         Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
         Ok(topo) => match topo.node(&opts.node) {
             Err(e) => Err(vec![e.to_string()]),
@@ -91,8 +122,51 @@ fn load(opts: &Options, why: &'static str) -> Loaded {
     Loaded {
         why,
         sha256,
+        text: Arc::from(text),
         result,
     }
+}
+
+/// The file the daemon starts on: the file on disk, or the last good file
+/// of its network (see `confirm.rs`), with what the last run saved.
+fn load_start(opts: &Options) -> Result<(confirm::Start, Saved)> {
+    let current = load(opts, "start");
+    let network = match &current.result {
+        Ok((topo, _)) => topo.network.name.clone(),
+        // A broken file may still name its network: then its last good
+        // file can be found.
+        Err(errors) => {
+            network_name(&current.text).ok_or_else(|| anyhow::anyhow!("{}", errors.join("\n")))?
+        }
+    };
+    let saved = state::load(&opts.state_dir, &network)
+        .map_err(|e| anyhow::anyhow!("reading saved state: {e}"))?;
+    let good = match state::load_good(&opts.state_dir, &network) {
+        Ok(Some(text)) => {
+            let path = state::good_path(&opts.state_dir, &network);
+            match check(opts, &path, text, "start").version() {
+                Ok(v) => Some(v),
+                Err(errors) => {
+                    tracing::warn!("ignoring the last good file: {}", errors.join("; "));
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("ignoring the last good file: {e}");
+            None
+        }
+    };
+    let start = confirm::choose_start(current.version(), good, &saved)
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    Ok((start, saved))
+}
+
+/// `[network] name` of topology text that may be invalid otherwise.
+pub fn network_name(text: &str) -> Option<String> {
+    let v: toml::Value = toml::from_str(text).ok()?;
+    Some(v.get("network")?.get("name")?.as_str()?.to_string())
 }
 
 fn load_key(topo: &Topology, opts: &Options) -> Result<Option<PrivateKey>> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::{
     config::Topology,
     datapath::{Datapath, DatapathError, Scope},
-    reconcile::{self, Conflict, Desired, Liveness, PlanError, Step, Waiting},
+    reconcile::{self, Conflict, Desired, Liveness, PlanError, State, Step, Waiting},
 };
 
 /// What the controller asks for.
@@ -34,6 +34,9 @@ pub struct Outcome {
     pub waiting: Vec<Waiting>,
     /// The device MTU wanted (VXLAN): what a spoke's path MTU checks test.
     pub mtu: Option<u32>,
+    /// The desired state this reconcile worked towards, once it was
+    /// computed: kernel notifications are judged against it (drift).
+    pub desired: Option<Arc<State>>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
 }
@@ -69,6 +72,8 @@ pub enum ReconcileError {
 struct Wanted {
     waiting: Vec<Waiting>,
     mtu: Option<u32>,
+    /// The desired state, for judging kernel notifications (drift).
+    desired: Option<Arc<State>>,
 }
 
 /// Run one reconcile against `dp`.
@@ -82,6 +87,7 @@ pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
         conflicts,
         waiting: want.waiting,
         mtu: want.mtu,
+        desired: want.desired,
         seconds: 0.0,
     }
 }
@@ -107,6 +113,7 @@ async fn run<D: Datapath>(
     want.waiting = desired.waiting.clone();
     want.mtu = desired.state.link.as_ref().map(|l| l.mtu);
     let plan = reconcile::plan(&desired, &observed)?;
+    want.desired = Some(Arc::new(desired.state));
     apply(dp, &scope, &plan, applied).await
 }
 

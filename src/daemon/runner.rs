@@ -4,7 +4,7 @@
 //! topology load each run beside it and come back as events; status and
 //! metrics clients are served by tasks of their own.
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use anyhow::{Result, anyhow};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -14,6 +14,7 @@ use super::{
     Options,
     backoff::{Backoff, Report},
     controller::{Controller, Effect, Event, Loaded, Now},
+    kernel_watch::KernelWatch,
     metrics,
     reconciler::{self, Outcome},
     serve::Servers,
@@ -22,7 +23,11 @@ use super::{
     status::socket_path,
     watch,
 };
-use crate::{datapath::Datapath, probe::io::UnderlaySocket};
+use crate::{
+    datapath::{Datapath, Scope},
+    probe::io::UnderlaySocket,
+    reconcile::{State, drift},
+};
 
 /// Keepalives read per wake-up at most, before other events get a turn.
 const SIGHTINGS_PER_WAKEUP: usize = 256;
@@ -56,16 +61,14 @@ struct Sockets {
 
 /// Run until SIGTERM or SIGINT. Kernel state is left in place on exit, so a
 /// restart does not interrupt traffic.
-pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
-    let first = super::load(&opts, "start");
-    let sha = first.sha256.clone();
-    let loaded = first
-        .result
-        .map_err(|errors| anyhow!("{}", errors.join("\n")))?;
-    let network = loaded.0.network.name.clone();
-    let saved =
-        state::load(&opts.state_dir, &network).map_err(|e| anyhow!("reading saved state: {e}"))?;
-    let mut ctl = Controller::new(&opts.node, loaded, sha, &saved, opts.resync, clock())
+pub async fn run<D: Datapath + 'static>(
+    opts: Options,
+    dp: D,
+    mut kernel: Option<KernelWatch>,
+) -> Result<()> {
+    let (start, saved) = super::load_start(&opts)?;
+    let network = start.run.topo.network.name.clone();
+    let mut ctl = Controller::start(&opts.node, start, &saved, opts.resync, clock())
         .map_err(|e| anyhow!("{e}"))?;
     let mut servers = Servers::bind(socket_path(&opts.run_dir, &network), opts.metrics).await?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(8);
@@ -92,6 +95,7 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
     // Sockets are looked at after a reconcile or a reload (a device may be
     // new), and when a failed one is due again.
     let mut check_sockets = true;
+    let mut watch_gone = false;
     let sig = loop {
         let mut bounced = None;
         for e in effects.drain(..) {
@@ -99,6 +103,10 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                 Effect::Reconcile(req) => match dp.take() {
                     Some(mut d) => {
                         debug!("reconcile ({})", req.why);
+                        if let Some(k) = &kernel {
+                            let scope = Scope::of(&req.topo.network);
+                            k.busy(&scope.network, &scope.device);
+                        }
                         reconciling = Some(Box::pin(async move {
                             let started = Instant::now();
                             let mut o = reconciler::execute(&mut d, &req).await;
@@ -118,6 +126,7 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                             conflicts: Vec::new(),
                             waiting: Vec::new(),
                             mtu: None,
+                            desired: None,
                             seconds: 0.0,
                         }));
                     }
@@ -218,6 +227,9 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
             }
             (d, o) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
                 reconciling = None;
+                if let Some(k) = &kernel {
+                    k.done(o.desired.clone().map(|s| drift_watch(s, &d)));
+                }
                 dp = Some(d);
                 Next::Event(Event::Reconciled(o))
             }
@@ -242,9 +254,23 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
                 }
                 Next::Nothing
             }
+            r = async { kernel.as_mut().expect("guarded").drift.recv().await }, if kernel.is_some() => {
+                match r {
+                    Some(d) => Next::Event(Event::Drift(d)),
+                    None => {
+                        warn!("the kernel notification watch stopped; drift is noticed by the resync");
+                        watch_gone = true;
+                        Next::Nothing
+                    }
+                }
+            }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         };
+        if watch_gone {
+            kernel = None;
+            watch_gone = false;
+        }
         match event {
             Next::Effects(more) => effects = more,
             Next::Event(ev) => {
@@ -271,6 +297,20 @@ pub async fn run<D: Datapath + 'static>(opts: Options, dp: D) -> Result<()> {
     }
     servers.remove();
     Ok(())
+}
+
+/// What drift is judged by after a reconcile: its desired state, and the
+/// index of each device in it.
+fn drift_watch<D: Datapath>(desired: Arc<State>, dp: &D) -> drift::Watch {
+    let names = desired
+        .link
+        .iter()
+        .map(|l| l.name.clone())
+        .chain(desired.tunnels.keys().cloned());
+    let devices = names
+        .filter_map(|n| dp.ifindex(&n).map(|i| (i, n)))
+        .collect();
+    drift::Watch { desired, devices }
 }
 
 fn spawn_load(opts: &Options, why: &'static str) -> JoinHandle<Loaded> {

@@ -82,7 +82,7 @@ async fn a_slow_reconcile_does_not_hold_up_status() {
         (during, ask().await)
     };
     tokio::select! {
-        r = runner::run(opts, dp) => panic!("the runner stopped: {r:?}"),
+        r = runner::run(opts, dp, None) => panic!("the runner stopped: {r:?}"),
         ((during, took), (after, _)) = client => {
             let during = during.expect("status answered within 1 s").expect("status");
             assert!(took < Duration::from_secs(1), "{took:?}");

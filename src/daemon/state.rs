@@ -41,6 +41,18 @@ pub struct Saved {
     /// A spoke's primary hub: a restart keeps routing where failover put it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
+    /// SHA-256 of a changed file still to be confirmed by a hub's answer: a
+    /// restart resumes its window (back to the last good file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+    /// SHA-256 of a file rolled back: a restart does not apply it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The last good file, written beside the state as
+    /// `<network>.last-good.toml` (not inside it: `lvn apply` keeps the same
+    /// file, and an operator can read it).
+    #[serde(skip)]
+    pub good: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +80,39 @@ pub fn path(state_dir: &Path, network: &str) -> PathBuf {
     state_dir.join(format!("{network}.json"))
 }
 
+/// The last good topology file of a network on this node: the last one
+/// `lvn apply` applied (and `lvn confirm` kept), or the daemon confirmed.
+pub fn good_path(state_dir: &Path, network: &str) -> PathBuf {
+    state_dir.join(format!("{network}.last-good.toml"))
+}
+
+/// The last good file's text; `None` if there is none.
+pub fn load_good(state_dir: &Path, network: &str) -> Result<Option<String>, String> {
+    let p = good_path(state_dir, network);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// Keep `text` as the last good file (atomically, durably); nothing is
+/// written when the file already holds it.
+pub fn save_good(state_dir: &Path, network: &str, text: &str) -> std::io::Result<()> {
+    if load_good(state_dir, network).ok().flatten().as_deref() == Some(text) {
+        return Ok(());
+    }
+    write_atomic(state_dir, &good_path(state_dir, network), text.as_bytes())
+}
+
+/// Forget the last good file (`lvn down`: nothing of it runs any more).
+pub fn remove_good(state_dir: &Path, network: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(good_path(state_dir, network)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Read the saved state; a missing file is an empty state, a broken one an
 /// error (never silently forget what was learned).
 pub fn load(state_dir: &Path, network: &str) -> Result<Saved, String> {
@@ -79,20 +124,32 @@ pub fn load(state_dir: &Path, network: &str) -> Result<Saved, String> {
     }
 }
 
-/// Write atomically and durably: a temporary file in the same directory,
-/// fsync, rename, then fsync the directory so the rename itself survives a
-/// power cut.
+/// Write the state (and the last good file, if it changed) atomically
+/// and durably.
 pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
+    if let Some(text) = &s.good {
+        save_good(state_dir, &s.network, text)?;
+    }
+    let mut json = serde_json::to_string_pretty(s)?;
+    json.push('\n');
+    write_atomic(state_dir, &path(state_dir, &s.network), json.as_bytes())
+}
+
+/// A temporary file in the same directory, fsync, rename, then fsync the
+/// directory so the rename itself survives a power cut.
+fn write_atomic(state_dir: &Path, p: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
-    let p = path(state_dir, &s.network);
-    let tmp = state_dir.join(format!(".{}.json.tmp", s.network));
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = state_dir.join(format!(".{name}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(s)?.as_bytes())?;
-        f.write_all(b"\n")?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, &p)?;
+    std::fs::rename(&tmp, p)?;
     std::fs::File::open(state_dir)?.sync_all()
 }
 
@@ -104,6 +161,9 @@ impl Controller {
             network: self.topo.network.name.clone(),
             node: self.node.clone(),
             auth: Some(auth_label(&self.topo)),
+            pending: self.pending(),
+            rejected: self.confirm.rejected.clone(),
+            good: self.confirm.good.as_ref().map(|(_, text)| text.clone()),
             ..Saved::default()
         };
         match &self.probe {

@@ -55,6 +55,14 @@ pub struct ConfigStatus {
     pub sha256: String,
     /// Why the file on disk now is refused, if it is.
     pub refused: Option<String>,
+    /// SHA-256 of a changed file this spoke rolled back from (no hub
+    /// answered within `confirm_after`); null otherwise.
+    #[serde(default)]
+    pub rolled_back_from: Option<String>,
+    /// Seconds left to confirm the running file (a hub's answer) before
+    /// the spoke goes back to the previous one; absent when nothing waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_in_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +176,19 @@ pub fn table(s: &Status) -> String {
     }
     for w in &s.reconcile.waiting {
         out.push_str(&format!("waiting: {w}\n"));
+    }
+    if let Some(bad) = &s.config.rolled_back_from {
+        out.push_str(&format!(
+            "topology file sha256 {} ROLLED BACK: no hub answered after it was applied; running on sha256 {} (the file is tried again when it changes, or on SIGHUP)\n",
+            short(bad),
+            short(&s.config.sha256)
+        ));
+    }
+    if let Some(t) = s.config.confirm_in_secs {
+        out.push_str(&format!(
+            "topology file sha256 {} waits for a hub's answer: rolled back in {t:.0}s without one\n",
+            short(&s.config.sha256)
+        ));
     }
     if let Some(r) = &s.config.refused {
         out.push_str(&format!(

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     backoff::MAX_RETRY,
-    controller::{COUNTER_RESERVE, Controller, Effect, Event, Loaded, Now},
+    controller::{COUNTER_RESERVE, Controller, Effect, Event, Loaded, Now, Version},
     reconciler::{self, Request},
     state::Saved,
 };
@@ -86,7 +86,8 @@ fn parse(text: &str) -> Topology {
 fn loaded(text: &str, key: Option<PrivateKey>) -> Loaded {
     Loaded {
         why: "file changed",
-        sha256: format!("{:x}", text.len()),
+        sha256: super::metrics::text_hash(text),
+        text: Arc::from(text),
         result: config::parse(Path::new("topology.toml"), text)
             .map(|t| (Arc::new(t), key))
             .map_err(|e| e.0.iter().map(ToString::to_string).collect()),
@@ -112,8 +113,7 @@ impl Sim {
         let topo = Arc::new(parse(text));
         let ctl = Controller::new(
             node,
-            (topo, key),
-            "0".into(),
+            Version::of(topo, key, "0"),
             saved,
             Duration::from_secs(30),
             now,
@@ -355,6 +355,7 @@ fn a_failed_reload_forgets_nothing_learned() {
     let bad = Loaded {
         why: "SIGHUP",
         sha256: "bad".into(),
+        text: Arc::from(""),
         result: Ok((Arc::new(topo), Some(hub_key))),
     };
     sim.event(Event::Config(bad));
@@ -544,6 +545,20 @@ fn learned_endpoints_of_a_burst_cost_one_reconcile() {
     assert_eq!(sim.reconciles.len(), before + 1);
     assert_eq!(sim.sent.len(), 2);
     assert!(sim.fdb_has(alice_mac()));
+}
+
+#[test]
+fn a_burst_of_drift_costs_one_reconcile() {
+    let mut sim = hub_sim(None);
+    sim.advance(Duration::from_secs(1));
+    let before = sim.reconciles.len();
+    for i in 0..100 {
+        sim.event(Event::Drift(format!("fdb {i} removed from lvn-lab")));
+    }
+    assert_eq!(sim.reconciles.len(), before, "the burst settles first");
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.reconciles[before..], ["drift".to_string()]);
+    assert_eq!(sim.ctl.tally.drift, 100);
 }
 
 #[test]

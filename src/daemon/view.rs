@@ -99,6 +99,10 @@ impl Controller {
             config: ConfigStatus {
                 sha256: self.sha256.clone(),
                 refused: self.invalid.as_ref().map(|(_, why)| why.clone()),
+                rolled_back_from: self.confirm.rejected.clone(),
+                confirm_in_secs: self
+                    .window_due()
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64()),
             },
         }
     }

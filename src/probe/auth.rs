@@ -47,7 +47,9 @@ pub enum KeyError {
 }
 
 /// A node's private key. It never prints: `Debug` shows `PrivateKey(..)`,
-/// and the bytes are wiped when it is dropped (x25519-dalek zeroizes).
+/// and the bytes are wiped when it is dropped (x25519-dalek zeroizes, each
+/// copy too: the daemon keeps one with the file it may roll back to).
+#[derive(Clone)]
 pub struct PrivateKey(StaticSecret);
 
 impl PrivateKey {

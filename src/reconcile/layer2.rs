@@ -39,6 +39,9 @@ impl Flood {
 pub struct Port {
     pub dev: String,
     pub master: String,
+    /// The master's interface index: kernel notifications name it so.
+    #[serde(skip)]
+    pub master_index: u32,
     /// Bridge ports only: a frame may leave by the port it came in on.
     pub hairpin: bool,
 }
@@ -117,7 +120,11 @@ pub(super) fn add_port(d: &mut Desired, topo: &Topology, me: &crate::config::Nod
     };
     let dev = &topo.network.device;
     d.attach = Some(master.to_string());
-    let Some(kind) = u.kinds.get(master) else {
+    let index = u
+        .links
+        .iter()
+        .find_map(|(i, (name, _))| (name == master).then_some(*i));
+    let (Some(kind), Some(master_index)) = (u.kinds.get(master), index) else {
         d.removal_reasons.insert(
             ObjectKey::Port,
             Reason::MasterMissing {
@@ -135,6 +142,7 @@ pub(super) fn add_port(d: &mut Desired, topo: &Topology, me: &crate::config::Nod
     d.state.port = Some(Port {
         dev: dev.clone(),
         master: master.to_string(),
+        master_index,
         hairpin,
     });
     d.reasons.insert(

@@ -36,11 +36,16 @@ address = "100.64.1.3"
     parse(Path::new("t.toml"), &text).expect("valid topology")
 }
 
+/// Masters by name and kind, at interface indexes 10, 11, ...
 fn underlay(masters: &[(&str, &str)]) -> Underlay {
     Underlay {
         kinds: masters
             .iter()
             .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect(),
+        links: (10..)
+            .zip(masters)
+            .map(|(i, (n, _))| (i, (n.to_string(), 1500)))
             .collect(),
         ..Underlay::default()
     }
@@ -187,6 +192,7 @@ fn a_device_on_another_master_is_drift() {
     k.observed.state.port = Some(Port {
         dev: "lvn-ff".into(),
         master: "br9".into(),
+        master_index: 9,
         hairpin: false,
     });
     let p = plan(&d, &k.observed).unwrap();

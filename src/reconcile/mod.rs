@@ -5,6 +5,7 @@
 
 pub mod bird;
 mod desired;
+pub mod drift;
 pub mod fleet;
 mod layer2;
 #[cfg(test)]

@@ -81,9 +81,11 @@ impl Fleet {
             &state,
             "--run-dir",
             &runs,
-            "--resync",
-            "2s",
         ];
+        // Every 2 s unless the test picks its own.
+        if !extra.contains(&"--resync") {
+            args.extend_from_slice(&["--resync", "2s"]);
+        }
         args.extend_from_slice(extra);
         self.n.spawn_env(ns, node, &args, &[("LVN_LOG", "info")])
     }

@@ -44,13 +44,15 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(&args[0])
         .args(&args[1..])
         .env_remove("LVN_CONFIG")
         .env_remove("LVN_NODE")
+        .env_remove("LVN_STATE_DIR")
+        .env_remove("LVN_RUN_DIR")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]))
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", args[0].as_ref()))
 }
 
 pub struct Lab {
@@ -120,13 +122,41 @@ impl Lab {
         p
     }
 
-    /// Run lvn inside a namespace.
+    /// The state and run directories of lvn commands in namespace `ns`
+    /// (never the machine's own /var/lib/lvn and /run/lvn).
+    pub fn dirs(&self, ns: &str) -> (PathBuf, PathBuf) {
+        let base = self.dir.path().join(ns);
+        (base.join("state"), base.join("run"))
+    }
+
+    /// Run lvn inside a namespace, with the namespace's own state and run
+    /// directories unless `args` name others.
     pub fn lvn(&self, ns: &str, config: &Path, node: &str, args: &[&str]) -> Output {
-        let cfg = config.to_string_lossy();
-        let mut all = vec!["ip", "netns", "exec", ns, lvn_bin()];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--config", &cfg, "--node", node]);
-        run(&all)
+        run(&self.lvn_args(ns, config, node, args))
+    }
+
+    /// The command line of [`Lab::lvn`].
+    pub fn lvn_args(&self, ns: &str, config: &Path, node: &str, args: &[&str]) -> Vec<String> {
+        let (state, run_dir) = self.dirs(ns);
+        let mut all: Vec<String> = ["ip", "netns", "exec", ns, lvn_bin()]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        all.extend(args.iter().map(ToString::to_string));
+        for (flag, v) in [
+            ("--config", config),
+            ("--state-dir", &state),
+            ("--run-dir", &run_dir),
+        ] {
+            if args.contains(&flag) {
+                continue;
+            }
+            all.push(flag.into());
+            all.push(v.to_string_lossy().into_owned());
+        }
+        all.push("--node".into());
+        all.push(node.into());
+        all
     }
 
     /// Run lvn and require exit 0; return stdout.

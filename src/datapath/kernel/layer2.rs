@@ -70,6 +70,7 @@ pub(super) fn port_of(
     Some(Port {
         dev: dev.to_string(),
         master: name,
+        master_index: index,
         hairpin,
     })
 }

@@ -7,12 +7,14 @@
 //! the netlink messages live in `link.rs` (VXLAN device, ipip/fou tunnels)
 //! and `entries.rs` (addresses, FDB, neighbours, routes), device settings
 //! in `sysctl.rs`, and what datapath "fou" needs from the kernel in `fou.rs`.
+//! `monitor.rs` listens to the kernel's notifications (drift).
 
 mod apply;
 mod entries;
 mod fou;
 mod layer2;
 mod link;
+pub mod monitor;
 mod observe;
 mod sysctl;
 

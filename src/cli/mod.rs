@@ -4,16 +4,21 @@
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::{
     config::{self, ConfigErrors, Topology},
     daemon,
-    datapath::{Datapath, Scope, kernel::Kernel},
+    datapath::kernel::Kernel,
     probe::keyfile,
-    reconcile::{self, Desired, Observed, Plan, render},
+    reconcile::{self, render},
 };
+
+mod confirm;
+mod session;
+
+use session::{Session, print_plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,7 +70,15 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Wait this long (e.g. 60s) for `lvn confirm` from another shell;
+        /// without it, or on Ctrl-C, go back to the last good file (the
+        /// one the last successful apply kept). Exit 0 confirmed, 1 not.
+        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        confirm: Option<std::time::Duration>,
     },
+    /// Keep what a waiting `lvn apply --confirm` applied (same --config,
+    /// --node and --run-dir).
+    Confirm,
     /// Remove everything lvn owns for this network.
     Down {
         /// Machine-readable output.
@@ -342,12 +355,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
             })
         }
-        Command::Apply { json } | Command::Down { json } => {
+        Command::Apply {
+            json,
+            confirm: Some(window),
+        } => {
+            let Some(ctx) = Session::load(&cli)? else {
+                return Ok(ExitCode::from(1));
+            };
+            runtime()?.block_on(confirm::apply_confirmed(ctx, &cli.run_dir, window, json))
+        }
+        Command::Apply {
+            json,
+            confirm: None,
+        }
+        | Command::Down { json } => {
             let down = matches!(cli.command, Command::Down { .. });
             let Some(ctx) = Session::load(&cli)? else {
                 return Ok(ExitCode::from(1));
             };
             runtime()?.block_on(ctx.apply(down, json))
+        }
+        Command::Confirm => {
+            // The file may have changed since the apply: its network name
+            // is all that is needed, even from a file that is otherwise
+            // invalid.
+            let text = std::fs::read_to_string(&cli.config)
+                .with_context(|| format!("reading {}", cli.config.display()))?;
+            let network = match config::parse(&cli.config, &text) {
+                Ok(t) => t.network.name,
+                Err(e) => daemon::network_name(&text).ok_or_else(|| anyhow::anyhow!("{e}"))?,
+            };
+            let node = match &cli.node {
+                Some(n) => n.clone(),
+                None => hostname()?,
+            };
+            runtime()?.block_on(confirm::confirm(&cli.run_dir, &network, &node))
         }
     }
 }
@@ -360,118 +402,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Load and validate, printing every error; `Err(exit code)` if invalid.
 fn load(path: &std::path::Path) -> Result<Topology, ExitCode> {
-    config::load(path).map_err(|e: ConfigErrors| {
-        eprintln!("{e}");
+    load_text(path).map(|(t, _)| t)
+}
+
+/// [`load`], with the text that was parsed.
+fn load_text(path: &std::path::Path) -> Result<(Topology, String), ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!(
+            "{}",
+            config::ConfigError::io(path, format!("cannot read: {e}"))
+        );
         ExitCode::from(1)
-    })
-}
-
-fn print_plan(plan: &Plan) {
-    if plan.is_empty() {
-        println!("No changes: the kernel matches the topology.");
-        return;
-    }
-    for s in &plan.steps {
-        println!("{s}");
-    }
-    println!("{}", render::summary_line(plan));
-}
-
-/// A loaded topology and the node this machine acts as.
-struct Session {
-    topo: Topology,
-    node: String,
-    state_dir: PathBuf,
-}
-
-impl Session {
-    /// `None` after printing config errors.
-    fn load(cli: &Cli) -> Result<Option<Session>> {
-        let Ok(topo) = load(&cli.config) else {
-            return Ok(None);
-        };
-        let node = match &cli.node {
-            Some(n) => n.clone(),
-            None => hostname()?,
-        };
-        if let Err(e) = topo.node(&node) {
+    })?;
+    config::parse(path, &text)
+        .map(|t| (t, text))
+        .map_err(|e: ConfigErrors| {
             eprintln!("{e}");
-            return Ok(None);
-        }
-        Ok(Some(Session {
-            topo,
-            node,
-            state_dir: cli.state_dir.clone(),
-        }))
-    }
-
-    /// Endpoints a daemon beside us learned, so `plan` shows what it would do.
-    fn liveness(&self) -> reconcile::Liveness {
-        daemon::saved_liveness(&self.state_dir, &self.topo, &self.node)
-    }
-
-    fn scope(&self) -> Scope {
-        Scope::of(&self.topo.network)
-    }
-
-    /// Observe and plan; `down` plans removal of everything lvn owns.
-    async fn plan<D: Datapath>(&self, dp: &mut D, down: bool) -> Result<(Desired, Observed, Plan)> {
-        let observed = dp.observe(&self.scope()).await?;
-        let desired = if down {
-            Desired::default()
-        } else {
-            let me = self.topo.node(&self.node)?;
-            reconcile::desired(&self.topo, me, &observed.underlay, &self.liveness())
-        };
-        let plan = reconcile::plan(&desired, &observed)?;
-        Ok((desired, observed, plan))
-    }
-
-    async fn apply(self, down: bool, json: bool) -> Result<ExitCode> {
-        let mut dp = Kernel::connect().context("opening netlink")?;
-        let (_, _, plan) = self.plan(&mut dp, down).await?;
-        let result = dp.apply(&self.scope(), &plan).await;
-        let (done, writes, failure) = match result {
-            Ok(r) => (r.done, r.writes, None),
-            Err(e) => (Vec::new(), 0, Some(e)),
-        };
-        if !json {
-            for s in &done {
-                println!("{s}");
-            }
-        }
-        if let Some(e) = failure {
-            bail!("{e}");
-        }
-        // Verify like nmstate: re-read the kernel, expect nothing left to do.
-        let (_, _, rest) = self.plan(&mut dp, down).await?;
-        let summary = Plan {
-            steps: done.clone(),
-        }
-        .summary();
-        if json {
-            let mut v =
-                render::plan_json(&self.node, &self.topo.network.name, &Plan { steps: done });
-            v["writes"] = writes.into();
-            v["remaining"] = rest.steps.iter().map(render::step_json).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else if summary.add + summary.change + summary.remove == 0 {
-            println!("No changes: the kernel matches the topology.");
-        } else {
-            println!(
-                "Apply complete: {} added, {} changed, {} removed ({writes} kernel writes).",
-                summary.add, summary.change, summary.remove
-            );
-        }
-        if !rest.is_empty() {
-            eprintln!("error: the kernel still differs after apply:");
-            for s in &rest.steps {
-                eprintln!("  {s}");
-            }
-            return Ok(ExitCode::from(1));
-        }
-        Ok(ExitCode::SUCCESS)
-    }
+            ExitCode::from(1)
+        })
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -480,6 +428,17 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
         .map(toml::Value::Integer)
         .unwrap_or_else(|_| toml::Value::String(s.to_string()));
     config::parse_duration(&v).ok_or_else(|| format!("'{s}' is not a duration like 30s or 500ms"))
+}
+
+/// `--confirm`: long enough to type `lvn confirm`, at most a day.
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_arg(s)?;
+    let range = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(24 * 3600);
+    if range.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("'{s}' is out of range, expected 1s to 24h"))
+    }
 }
 
 /// `--resync`, bounded: 0 would spin, and a huge value overflows the clock.
