@@ -33,9 +33,15 @@ fn underlay() -> Underlay {
             ("0.0.0.0/0".parse().unwrap(), 2),
             ("::/0".parse().unwrap(), 2),
         ],
-        links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
+        links: [
+            (2, ("eth0".to_string(), 1500)),
+            (3, ("br0".to_string(), 1500)),
+        ]
+        .into_iter()
+        .collect(),
         holders: Default::default(),
-        kinds: Default::default(),
+        // A bridge that layer 2 topologies attach to.
+        kinds: [("br0".to_string(), "bridge".to_string())].into(),
     }
 }
 
@@ -260,11 +266,16 @@ fn arb_topology() -> impl Strategy<Value = String> {
         prop::collection::vec(node, 1..12),
         prop::sample::select(vec![4242u32, 4243]),
         prop::option::of(1300u32..1450),
-        prop::sample::select(vec!["vxlan", "fou"]),
+        prop::sample::select(vec!["vxlan", "fou", "vxlan layer 2", "vxlan layer 2 br0"]),
     )
         .prop_map(|(nodes, vni, mtu, datapath)| {
+            let (datapath, layer2) = match datapath {
+                "vxlan layer 2" => ("vxlan", "layer = 2\n"),
+                "vxlan layer 2 br0" => ("vxlan", "layer = 2\nattach = \"br0\"\n"),
+                d => (d, ""),
+            };
             let mut s = format!(
-                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n"
+                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n{layer2}"
             );
             if let Some(m) = mtu {
                 s.push_str(&format!("mtu = {m}\n"));
