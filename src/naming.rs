@@ -119,6 +119,11 @@ pub enum Setting {
     /// Off on an IPv4 hub: a redirect would send spokes to a path that
     /// does not exist.
     SendRedirects,
+    /// IPv6 only, Linux 6.17 and later: forward packets that came in on
+    /// this device although `net.ipv6.conf.all.forwarding` is 0. IPv6 has
+    /// no per-device forwarding otherwise (its `forwarding` only makes the
+    /// device behave as a router's), and lvn leaves global settings alone.
+    ForceForwarding,
 }
 
 impl Setting {
@@ -127,7 +132,7 @@ impl Setting {
     pub fn managed(family: Family) -> &'static [Setting] {
         match family {
             Family::Ipv4 => &[Setting::Forwarding, Setting::SendRedirects],
-            Family::Ipv6 => &[Setting::Forwarding],
+            Family::Ipv6 => &[Setting::Forwarding, Setting::ForceForwarding],
         }
     }
 
@@ -135,6 +140,7 @@ impl Setting {
         match self {
             Setting::Forwarding => "forwarding",
             Setting::SendRedirects => "send_redirects",
+            Setting::ForceForwarding => "force_forwarding",
         }
     }
 }

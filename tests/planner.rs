@@ -8,7 +8,7 @@ use futures::executor::block_on;
 use lvn::{
     config::{self, Topology},
     datapath::{Datapath, Scope, fake::FakeKernel},
-    naming::Setting,
+    naming::{Family, Setting},
     reconcile::{self, Action, Desired, Object, Observed, Plan, RouteKey, Underlay, render},
 };
 use proptest::prelude::*;
@@ -42,15 +42,21 @@ fn underlay() -> Underlay {
         holders: Default::default(),
         // A bridge that layer 2 topologies attach to.
         kinds: [("br0".to_string(), "bridge".to_string())].into(),
+        force_forwarding: true,
     }
 }
 
 fn kernel() -> FakeKernel {
     let mut k = FakeKernel::default();
-    k.observed.sysctl_defaults = [(Setting::Forwarding, "0"), (Setting::SendRedirects, "1")]
-        .into_iter()
-        .map(|(a, b)| (a, b.to_string()))
-        .collect();
+    k.observed.sysctl_defaults = [
+        ((Family::Ipv4, Setting::Forwarding), "0"),
+        ((Family::Ipv4, Setting::SendRedirects), "1"),
+        ((Family::Ipv6, Setting::Forwarding), "0"),
+        ((Family::Ipv6, Setting::ForceForwarding), "0"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a, b.to_string()))
+    .collect();
     k.observed.underlay = underlay();
     k
 }
@@ -155,6 +161,48 @@ fn golden_mtu_changed_in_place() {
 #[test]
 fn golden_down() {
     golden_case("down", Some(BASE), None, "hub1");
+}
+
+/// BASE with an IPv6 overlay beside the IPv4 one: every node gets an
+/// address of each family (listed IPv6 first for one, which changes nothing).
+fn dual_stack() -> String {
+    BASE.replace(
+        "overlay = \"100.64.0.0/16\"",
+        "overlay = [\"100.64.0.0/16\", \"fd64:1::/64\"]",
+    )
+    .replace(
+        "address = \"100.64.0.1\"",
+        "address = [\"100.64.0.1\", \"fd64:1::1\"]",
+    )
+    .replace(
+        "address = \"100.64.1.2\"",
+        "address = [\"fd64:1::1:2\", \"100.64.1.2\"]",
+    )
+    .replace(
+        "address = \"100.64.1.3\"",
+        "address = [\"100.64.1.3\", \"fd64:1::1:3\"]",
+    )
+    .replace(
+        "address = \"100.64.1.4\"",
+        "address = [\"100.64.1.4\", \"fd64:1::1:4\"]",
+    )
+}
+
+#[test]
+fn golden_dual_stack_hub() {
+    golden_case("dual-stack-hub", None, Some(&dual_stack()), "hub1");
+}
+
+#[test]
+fn golden_dual_stack_spoke() {
+    golden_case("dual-stack-spoke", None, Some(&dual_stack()), "alice");
+}
+
+/// Adding the IPv6 overlay to a running IPv4 network adds the IPv6 objects
+/// and touches nothing else: same device, same MAC, same IPv4 entries.
+#[test]
+fn golden_ipv6_added_to_ipv4_overlay() {
+    golden_case("ipv6-added", Some(BASE), Some(&dual_stack()), "hub1");
 }
 
 #[test]
@@ -267,15 +315,23 @@ fn arb_topology() -> impl Strategy<Value = String> {
         prop::sample::select(vec![4242u32, 4243]),
         prop::option::of(1300u32..1450),
         prop::sample::select(vec!["vxlan", "fou", "vxlan layer 2", "vxlan layer 2 br0"]),
+        any::<bool>(),
     )
-        .prop_map(|(nodes, vni, mtu, datapath)| {
+        .prop_map(|(nodes, vni, mtu, datapath, dual)| {
             let (datapath, layer2) = match datapath {
                 "vxlan layer 2" => ("vxlan", "layer = 2\n"),
                 "vxlan layer 2 br0" => ("vxlan", "layer = 2\nattach = \"br0\"\n"),
                 d => (d, ""),
             };
+            // Dual-stack on VXLAN only: fou on an IPv4 underlay is ipip.
+            let dual = dual && datapath == "vxlan";
+            let overlay = if dual {
+                "[\"100.64.0.0/16\", \"fd64:1::/64\"]"
+            } else {
+                "\"100.64.0.0/16\""
+            };
             let mut s = format!(
-                "[network]\nname = \"p\"\noverlay = \"100.64.0.0/16\"\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n{layer2}"
+                "[network]\nname = \"p\"\noverlay = {overlay}\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n{layer2}"
             );
             if let Some(m) = mtu {
                 s.push_str(&format!("mtu = {m}\n"));
@@ -283,10 +339,18 @@ fn arb_topology() -> impl Strategy<Value = String> {
             let nets = ["192.0.2", "198.51.100", "203.0.113"];
             for (i, (hub, ep)) in nodes.iter().enumerate() {
                 let hub = *hub || i == 0;
-                s.push_str(&format!(
-                    "\n[nodes.n{i}]\naddress = \"100.64.0.{}\"\n",
-                    i + 1
-                ));
+                if dual {
+                    s.push_str(&format!(
+                        "\n[nodes.n{i}]\naddress = [\"100.64.0.{}\", \"fd64:1::{}\"]\n",
+                        i + 1,
+                        i + 1
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "\n[nodes.n{i}]\naddress = \"100.64.0.{}\"\n",
+                        i + 1
+                    ));
+                }
                 if hub {
                     s.push_str("role = \"hub\"\n");
                 }
@@ -595,4 +659,18 @@ fn fou_carries_one_spoke_per_public_address_and_never_thrashes() {
     let kept: Vec<&str> = d.state.tunnels.values().map(|t| t.peer.as_str()).collect();
     assert_eq!(kept, ["bob"]);
     assert_eq!(d.conflicts[0].refused, "alice");
+}
+
+/// fou on an IPv6 underlay with a dual-stack overlay: a GUE listener, an
+/// ip6tnl tunnel per peer from the node's own endpoint, both families'
+/// addresses and routes on each tunnel.
+#[test]
+fn golden_fou_ipv6_underlay_dual_stack() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fou-ipv6.toml"),
+    )
+    .expect("example");
+    for (node, name) in [("hub1", "fou6-hub"), ("alice", "fou6-spoke")] {
+        golden_case(name, None, Some(&text), node);
+    }
 }

@@ -96,12 +96,16 @@ pub async fn apply_confirmed(
     json: bool,
 ) -> Result<ExitCode> {
     let back = previous(&s)?;
+    // Ctrl-C and SIGTERM from here on revert, during the apply too (a
+    // signal arriving before the wait is taken up by it).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let path = socket_path(run_dir, &s.topo.network.name);
     let listener = listen(&path).await?;
     let _cleanup = Cleanup(path.clone());
     let new_sha = daemon::text_hash(&s.text);
     let old_sha = daemon::text_hash(&back.text);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut dp = Kernel::connect().context("opening netlink")?;
     let ended = match s.apply_on(&mut dp, false, json).await {
         Ok(true) => {
@@ -124,7 +128,7 @@ pub async fn apply_confirmed(
                     _ = tokio::time::sleep_until(deadline) => {
                         break Ended::Revert(format!("no `lvn confirm` within {window:?}"));
                     }
-                    _ = tokio::signal::ctrl_c() => break Ended::Revert("interrupted".into()),
+                    _ = int.recv() => break Ended::Revert("interrupted".into()),
                     _ = term.recv() => break Ended::Revert("SIGTERM".into()),
                 }
             }

@@ -303,7 +303,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             if topo.network.datapath == config::Datapath::Fou
-                && let Err(e) = runtime()?.block_on(crate::datapath::kernel::fou_support())
+                && let Err(e) =
+                    runtime()?.block_on(crate::datapath::kernel::fou_support(topo.network.underlay))
             {
                 eprintln!("warning: this machine cannot run it: {e}");
             }

@@ -8,6 +8,7 @@
 mod endpoint;
 mod error;
 mod layer2;
+mod overlay;
 pub mod placement;
 mod public_key;
 mod raw;

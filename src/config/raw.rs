@@ -39,13 +39,16 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<String>", length(min = 1, max = 15))]
     pub device: Option<Spanned<String>>,
-    /// Overlay prefix, e.g. "100.64.0.0/16"; every node address lies inside.
-    #[schemars(with = "String")]
-    pub overlay: Spanned<String>,
+    /// Overlay prefix, e.g. "100.64.0.0/16", or a list of at most one IPv4
+    /// and one IPv6 prefix for a dual-stack overlay, e.g.
+    /// ["100.64.0.0/16", "fd64:1::/64"]; every node address lies inside.
+    #[schemars(with = "OneOrTwo")]
+    pub overlay: Spanned<OneOrList>,
     /// UDP port of the encapsulation, the same on every node.
     #[schemars(with = "u16", range(min = 1, max = 65534))]
     pub port: Spanned<i64>,
-    /// Data path: "vxlan" (kernel VXLAN, the default) or "fou" (kernel fou + ipip, IPv4 only).
+    /// Data path: "vxlan" (kernel VXLAN, the default) or "fou" (kernel fou:
+    /// ipip on an IPv4 underlay, ip6tnl with GUE on an IPv6 one).
     #[serde(default)]
     #[schemars(with = "Option<String>", extend("enum" = ["vxlan", "fou"]))]
     pub datapath: Option<Spanned<String>>,
@@ -117,6 +120,50 @@ pub enum DurationValue {
     Text(#[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))] String),
 }
 
+/// One string, or a list of strings (each with its span): `overlay` and
+/// `address` take either. A hand-written visitor rather than an untagged
+/// enum, because an untagged enum buffers its input and loses the spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneOrList {
+    One(String),
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrList, E> {
+                Ok(OneOrList::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
+                    out.push(s);
+                }
+                Ok(OneOrList::List(out))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One value, or a list of one or two (one per IP family).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum OneOrTwo {
+    One(String),
+    List(#[schemars(length(min = 1, max = 2))] Vec<String>),
+}
+
 /// One node of the network.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -125,9 +172,11 @@ pub struct RawNode {
     #[serde(default)]
     #[schemars(with = "Option<String>", extend("enum" = ["hub", "spoke"]))]
     pub role: Option<Spanned<String>>,
-    /// The node's overlay address, inside `network.overlay`.
-    #[schemars(with = "String")]
-    pub address: Spanned<String>,
+    /// The node's overlay address, inside `network.overlay`; with a
+    /// dual-stack overlay a list of one address per overlay family, e.g.
+    /// ["100.64.1.2", "fd64:1::2"].
+    #[schemars(with = "OneOrTwo")]
+    pub address: Spanned<OneOrList>,
     /// Underlay endpoint: "ip", "ip:port" or "[v6]:port". Required for a hub;
     /// optional for a spoke.
     #[serde(default)]

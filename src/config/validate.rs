@@ -12,8 +12,14 @@ use std::{
 use ipnet::IpNet;
 use toml::Spanned;
 
+use crate::naming::Family;
+
 use super::{
-    ConfigError, ConfigErrors, Layer, Layer2, Source, layer2, parse_endpoint, parse_public_key,
+    ConfigError, ConfigErrors, Layer, Layer2, Source, layer2,
+    overlay::{
+        address_span, check_families, check_node_addresses, check_overlays, family_name, items,
+    },
+    parse_endpoint, parse_public_key,
     raw::{RawNetwork, RawNode, RawTopology},
 };
 
@@ -85,9 +91,14 @@ pub struct Topology {
 pub struct Network {
     pub name: String,
     pub device: String,
+    /// The primary overlay prefix: the IPv4 one where there is one.
     pub overlay: IpNet,
+    /// Every overlay prefix, at most one per family, IPv4 first.
+    pub overlays: Vec<IpNet>,
     pub port: u16,
     pub datapath: Datapath,
+    /// The underlay family: the hubs' endpoints' (all endpoints share it).
+    pub underlay: Family,
     /// The VXLAN network identifier; 0 with datapath fou, which has none
     /// (a vni written in the file is ignored there).
     pub vni: u32,
@@ -121,7 +132,9 @@ pub enum Auth {
 pub enum Datapath {
     /// Kernel VXLAN: one device, FDB entries per peer (50 bytes overhead).
     Vxlan,
-    /// Kernel fou + ipip: a tunnel per peer (28 bytes overhead, IPv4 only).
+    /// Kernel fou: a tunnel per peer, ipip on an IPv4 underlay (28 bytes
+    /// overhead, IPv4 inside), ip6tnl with GUE on an IPv6 one (52 bytes,
+    /// both families inside).
     Fou,
 }
 
@@ -136,7 +149,12 @@ pub enum Role {
 pub struct Node {
     pub name: String,
     pub role: Role,
+    /// The primary overlay address: the IPv4 one where there is one. It
+    /// names the node inside the tunnel (its MAC is derived from it, fou
+    /// keepalives come from it).
     pub address: IpAddr,
+    /// Every overlay address of the node, one per overlay family, IPv4 first.
+    pub addresses: Vec<IpAddr>,
     pub endpoint: Option<SocketAddr>,
     pub keepalive: Option<Duration>,
     pub expire_after: Option<Duration>,
@@ -147,6 +165,16 @@ pub struct Node {
     pub weight: u32,
     /// Layer 2: the node's own `attach`, overriding the network's.
     pub attach: Option<String>,
+}
+
+impl Network {
+    /// The overlay prefix of `ip`'s family, if the network has one.
+    pub fn overlay_for(&self, ip: IpAddr) -> Option<IpNet> {
+        self.overlays
+            .iter()
+            .copied()
+            .find(|o| o.addr().is_ipv4() == ip.is_ipv4())
+    }
 }
 
 impl Topology {
@@ -187,13 +215,13 @@ impl Topology {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     source: &'a Source,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push(self.source.error(span, message));
     }
 
@@ -227,7 +255,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         source,
         errors: Vec::new(),
     };
-    let (network, overlay, port) = check_network(&mut c, &raw.network);
+    let (network, overlays, port) = check_network(&mut c, &raw.network);
     let raw_nodes = match &raw.nodes {
         Some(n) if !n.get_ref().is_empty() => n,
         other => {
@@ -249,13 +277,30 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     let mut nodes = BTreeMap::new();
     for (name, node) in raw_nodes.get_ref() {
         let layer = network.as_ref().map(|n| n.l2.layer).unwrap_or_default();
-        if let Some(n) = check_node(&mut c, name, node.get_ref(), overlay, port, layer) {
+        if let Some(n) = check_node(
+            &mut c,
+            name,
+            node.get_ref(),
+            overlays.as_deref(),
+            port,
+            layer,
+        ) {
             nodes.insert(n.name.clone(), n);
         }
     }
     check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
+    let mut network = network;
+    if let Some(net) = network.as_mut()
+        && let Some(ep) = nodes
+            .values()
+            .filter(|n| n.role == Role::Hub)
+            .find_map(|n| n.endpoint)
+    {
+        net.underlay = Family::of(ep.ip());
+    }
     if let Some(net) = network.as_ref().filter(|n| n.datapath == Datapath::Fou) {
         check_fou(&mut c, raw_nodes, net, &nodes);
+        check_fou_families(&mut c, raw.network.get_ref(), net, &nodes);
     }
     c.errors.sort_by_key(|e| (e.line, e.col));
     match network {
@@ -274,7 +319,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
 fn check_network(
     c: &mut Checker,
     network: &Spanned<RawNetwork>,
-) -> (Option<Network>, Option<IpNet>, u16) {
+) -> (Option<Network>, Option<Vec<IpNet>>, u16) {
     let (n, at) = (network.get_ref(), network.span());
     let name = n.name.get_ref();
     let name_ok = !name.is_empty()
@@ -310,29 +355,7 @@ fn check_network(
         }
         None => format!("lvn-{name}"),
     };
-    let overlay = match n.overlay.get_ref().parse::<IpNet>() {
-        Ok(net) if net.trunc() != net => {
-            c.err(
-                n.overlay.span(),
-                format!(
-                    "overlay '{net}' has host bits set, did you mean '{}'?",
-                    net.trunc()
-                ),
-            );
-            None
-        }
-        Ok(net) => Some(net),
-        Err(_) => {
-            c.err(
-                n.overlay.span(),
-                format!(
-                    "overlay '{}' is not a prefix, expected e.g. \"100.64.0.0/16\"",
-                    n.overlay.get_ref()
-                ),
-            );
-            None
-        }
-    };
+    let overlays = check_overlays(c, &n.overlay);
     let port = *n.port.get_ref();
     if !(1..=MAX_PORT).contains(&port) {
         c.err(
@@ -359,8 +382,8 @@ fn check_network(
         }
     };
     let vni = check_vni(c, n, at, datapath);
-    let min_mtu = match overlay {
-        Some(IpNet::V6(_)) => 1280,
+    let min_mtu = match &overlays {
+        Some(o) if o.iter().any(|o| o.addr().is_ipv6()) => 1280,
         _ => 68,
     };
     let mtu = n.mtu.as_ref().and_then(|m| {
@@ -434,9 +457,12 @@ fn check_network(
         Some(Network {
             name: name.clone(),
             device,
-            overlay: overlay?,
+            overlay: *overlays.as_ref()?.first()?,
+            overlays: overlays.clone()?,
             port: port?,
             datapath: datapath?,
+            // Known once the nodes are checked.
+            underlay: Family::Ipv4,
             vni: vni?,
             mtu,
             keepalive,
@@ -449,7 +475,7 @@ fn check_network(
         })
     })()
     .filter(|_| name_ok);
-    (network, overlay, port.unwrap_or(DEFAULT_PORT))
+    (network, overlays, port.unwrap_or(DEFAULT_PORT))
 }
 
 /// The VXLAN network identifier: required with "vxlan", range-checked but
@@ -493,7 +519,7 @@ fn check_node(
     c: &mut Checker,
     name: &Spanned<String>,
     n: &RawNode,
-    overlay: Option<IpNet>,
+    overlays: Option<&[IpNet]>,
     port: u16,
     layer: Layer,
 ) -> Option<Node> {
@@ -520,22 +546,7 @@ fn check_node(
             Role::Spoke
         }
     };
-    let address = match n.address.get_ref().parse::<IpAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            c.err(
-                n.address.span(),
-                format!(
-                    "address '{}' is not an IP address, expected e.g. \"100.64.1.2\" (no prefix length)",
-                    n.address.get_ref()
-                ),
-            );
-            None
-        }
-    };
-    if let (Some(a), Some(overlay)) = (address, overlay) {
-        check_address(c, &n.address, a, overlay);
-    }
+    let addresses = check_node_addresses(c, s, &n.address, overlays);
     let endpoint = n.endpoint.as_ref().and_then(|e| {
         parse_endpoint(e.get_ref(), port)
             .map_err(|m| c.err(e.span(), m))
@@ -598,7 +609,8 @@ fn check_node(
     Some(Node {
         name: s.clone(),
         role,
-        address: address?,
+        address: *addresses.as_ref()?.first()?,
+        addresses: addresses?,
         endpoint,
         keepalive,
         expire_after,
@@ -607,23 +619,6 @@ fn check_node(
         weight,
         attach,
     })
-}
-
-fn check_address(c: &mut Checker, at: &Spanned<String>, a: IpAddr, overlay: IpNet) {
-    if !overlay.contains(&a) {
-        c.err(
-            at.span(),
-            format!("address {a} lies outside the overlay {overlay}"),
-        );
-    } else if let IpNet::V4(v4) = overlay
-        && v4.prefix_len() <= 30
-        && (a == IpAddr::V4(v4.network()) || a == IpAddr::V4(v4.broadcast()))
-    {
-        c.err(
-            at.span(),
-            format!("address {a} is the network or broadcast address of the overlay {overlay}"),
-        );
-    }
 }
 
 /// Checks across nodes: duplicates, hubs, one underlay family.
@@ -647,21 +642,23 @@ fn check_fleet(
         let Some(node) = nodes.get(name.get_ref()) else {
             continue;
         };
-        if let Some(other) = seen_addr.insert(node.address, name.get_ref()) {
-            c.err(
-                rn.get_ref().address.span(),
-                format!(
-                    "address {} of node '{}' is already used by node '{other}'",
-                    node.address, node.name
-                ),
-            );
+        for &a in &node.addresses {
+            if let Some(other) = seen_addr.insert(a, name.get_ref()) {
+                c.err(
+                    address_span(&rn.get_ref().address, a),
+                    format!(
+                        "address {a} of node '{}' is already used by node '{other}'",
+                        node.name
+                    ),
+                );
+            }
         }
         let mac = crate::reconcile::Mac::for_overlay(node.address);
         if let Some(other) = seen_mac.insert(mac, name.get_ref())
             && nodes.get(other).is_some_and(|o| o.address != node.address)
         {
             c.err(
-                rn.get_ref().address.span(),
+                address_span(&rn.get_ref().address, node.address),
                 format!("address {} of node '{}' maps to MAC {mac} like node '{other}'s; pick addresses that differ in their last 32 bits", node.address, node.name),
             );
         }
@@ -715,6 +712,7 @@ fn check_fleet(
         }
     }
     check_hub_lists(c, raw, nodes);
+    check_families(c, raw, nodes);
     if !nodes.is_empty() && !nodes.values().any(|n| n.role == Role::Hub) {
         c.err(
             raw.span(),
@@ -773,8 +771,35 @@ fn check_hub_lists(
     }
 }
 
-/// Datapath "fou" is ipip: IPv4 underlay only, and one tunnel per remote
-/// address, so two declared endpoints may not share an address.
+/// On an IPv4 underlay datapath "fou" is ipip, which carries IPv4 only;
+/// on an IPv6 underlay it is ip6tnl, which carries both families.
+fn check_fou_families(
+    c: &mut Checker,
+    raw: &RawNetwork,
+    net: &Network,
+    nodes: &BTreeMap<String, Node>,
+) {
+    let ipv4_underlay = nodes
+        .values()
+        .filter(|n| n.role == Role::Hub)
+        .find_map(|n| n.endpoint)
+        .is_some_and(|e| e.is_ipv4());
+    if let Some(v6) = net.overlays.iter().find(|o| o.addr().is_ipv6())
+        && ipv4_underlay
+    {
+        let span = items(&raw.overlay)
+            .into_iter()
+            .find(|(text, _)| text.parse::<IpNet>().ok() == Some(*v6))
+            .map_or_else(|| raw.overlay.span(), |(_, span)| span);
+        c.err(
+            span,
+            format!("overlay {v6} is IPv6, but datapath \"fou\" on an IPv4 underlay is ipip, which carries IPv4 only; use datapath = \"vxlan\", or an IPv6 underlay (ip6tnl carries both)"),
+        );
+    }
+}
+
+/// Datapath "fou" finds a tunnel by outer addresses only (ipip and
+/// ip6tnl alike), so two declared endpoints may not share an address.
 fn check_fou(
     c: &mut Checker,
     raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
@@ -802,20 +827,11 @@ fn check_fou(
         let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) else {
             continue;
         };
-        if ep.is_ipv6() {
-            c.err(
-                at.span(),
-                format!("endpoint {ep} of node '{}' is IPv6, but datapath \"fou\" (ipip) carries IPv4 only; use datapath = \"vxlan\" for an IPv6 underlay", node.name),
-            );
-        } else if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {
+        if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {
             c.err(
                 at.span(),
                 format!("endpoint {ep} of node '{}' shares its address with node '{other}': ipip (datapath \"fou\") tells tunnels apart by outer addresses only; use datapath = \"vxlan\" to carry both", node.name),
             );
         }
     }
-}
-
-fn family_name(v4: bool) -> &'static str {
-    if v4 { "IPv4" } else { "IPv6" }
 }

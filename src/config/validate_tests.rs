@@ -134,3 +134,63 @@ fn vxlan_network_without_vni_is_refused() {
     let t = topology("vni = 4242\n").expect("valid");
     assert_eq!((t.network.datapath, t.network.vni), (Datapath::Vxlan, 4242));
 }
+
+/// A dual-stack file: addresses in any order come out IPv4 first, and the
+/// IPv4 address is the primary one (MAC, keepalives).
+#[test]
+fn dual_stack_overlay_lists_ipv4_first() {
+    let text = r#"[network]
+name = "ninux"
+overlay = ["fd64:1::/64", "100.64.0.0/16"]
+port = 4789
+vni = 4242
+
+[nodes.hub1]
+role = "hub"
+address = ["fd64:1::1", "100.64.0.1"]
+endpoint = "198.51.100.1"
+
+[nodes.alice]
+address = ["100.64.1.2", "fd64:1::2"]
+"#;
+    let t = parse(Path::new("t.toml"), text).expect("valid");
+    let v4: std::net::IpAddr = "100.64.0.1".parse().unwrap();
+    let v6: std::net::IpAddr = "fd64:1::1".parse().unwrap();
+    assert_eq!(t.network.overlay.to_string(), "100.64.0.0/16");
+    assert_eq!(t.network.overlays.len(), 2);
+    assert_eq!(t.nodes["hub1"].address, v4);
+    assert_eq!(t.nodes["hub1"].addresses, vec![v4, v6]);
+    assert_eq!(
+        t.network.overlay_for(v6).map(|o| o.to_string()).as_deref(),
+        Some("fd64:1::/64")
+    );
+}
+
+/// An IPv6-only overlay: the IPv6 address is the primary one, and a list
+/// of one is the same as the plain value.
+#[test]
+fn ipv6_only_overlay_in_a_list_of_one() {
+    let text = r#"[network]
+name = "ninux"
+overlay = ["fd64:1::/64"]
+port = 4789
+vni = 4242
+
+[nodes.hub1]
+role = "hub"
+address = "fd64:1::1"
+endpoint = "198.51.100.1"
+
+[nodes.alice]
+address = ["fd64:1::2"]
+"#;
+    let t = parse(Path::new("t.toml"), text).expect("valid");
+    assert_eq!(t.nodes["alice"].address.to_string(), "fd64:1::2");
+    assert_eq!(t.network.overlays.len(), 1);
+    let (line, col, message) = one_error(parse(
+        Path::new("t.toml"),
+        &text.replace("overlay = [\"fd64:1::/64\"]", "overlay = []"),
+    ));
+    assert_eq!((line, col), (3, 11));
+    assert!(message.starts_with("overlay is an empty list"), "{message}");
+}

@@ -102,6 +102,9 @@ pub fn open_underlay(spec: &Spec) -> std::io::Result<UnderlaySocket> {
         config::Datapath::Vxlan => Encap::Vxlan { vni: spec.vni },
         config::Datapath::Fou => Encap::Fou {
             keepalive_port: keepalive_port(spec.port),
+            // An IPv6 underlay runs ip6tnl with GUE.
+            gue: spec.v6,
+            inner_v6: spec.address.is_ipv6(),
         },
     };
     UnderlaySocket::open(spec.v6, spec.port, encap)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{ApplyReport, Datapath, DatapathError, Scope};
 use crate::{
-    naming::{Family, SysctlKey},
+    naming::SysctlKey,
     reconcile::{Action, Object, Observed, Plan, Sysctl},
 };
 
@@ -17,7 +17,7 @@ use crate::{
 /// by hand rather than created by an apply.
 pub const PRESET_IFINDEX: u32 = 1;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FakeKernel {
     /// What the fake kernel holds: lvn's objects in `state`, foreign ones
     /// beside. A test puts a foreign object in lvn's way here, and the next
@@ -32,8 +32,6 @@ pub struct FakeKernel {
     pub observed: Observed,
     /// Writes applied so far.
     pub writes: usize,
-    /// Overlay family of the devices' settings.
-    pub sysctl_family: Family,
     /// When set, `observe` returns this error instead of the state.
     pub fail_observe: Option<fn() -> DatapathError>,
     /// When set, `apply` returns this error and changes nothing.
@@ -48,22 +46,6 @@ pub struct FakeKernel {
     pub created: u32,
     /// Index of each device an apply created.
     pub ifindexes: BTreeMap<String, u32>,
-}
-
-impl Default for FakeKernel {
-    fn default() -> Self {
-        FakeKernel {
-            observed: Observed::default(),
-            writes: 0,
-            sysctl_family: Family::Ipv4,
-            fail_observe: None,
-            fail_apply: None,
-            observe_calls: 0,
-            apply_calls: 0,
-            created: 0,
-            ifindexes: BTreeMap::new(),
-        }
-    }
 }
 
 impl Datapath for FakeKernel {
@@ -146,8 +128,8 @@ impl FakeKernel {
                 }
                 if fresh {
                     // A new device starts with the kernel's default settings.
-                    for (&setting, value) in &self.observed.sysctl_defaults {
-                        let key = SysctlKey::new(self.sysctl_family, &l.name, setting);
+                    for (&(family, setting), value) in &self.observed.sysctl_defaults {
+                        let key = SysctlKey::new(family, &l.name, setting);
                         let value = value.clone();
                         s.sysctls.insert(key.clone(), Sysctl { key, value });
                     }
@@ -193,8 +175,8 @@ impl FakeKernel {
                     s.sysctls.retain(|k, _| k.device != t.name);
                 } else {
                     if !s.tunnels.contains_key(&t.name) {
-                        for (&setting, value) in &self.observed.sysctl_defaults {
-                            let key = SysctlKey::new(self.sysctl_family, &t.name, setting);
+                        for (&(family, setting), value) in &self.observed.sysctl_defaults {
+                            let key = SysctlKey::new(family, &t.name, setting);
                             let value = value.clone();
                             s.sysctls.insert(key.clone(), Sysctl { key, value });
                         }

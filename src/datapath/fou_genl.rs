@@ -28,6 +28,8 @@ const FOU_ATTR_IPPROTO: u16 = 3;
 const FOU_ATTR_TYPE: u16 = 4;
 /// The UDP payload is the inner IP packet itself (no GUE header).
 const FOU_ENCAP_DIRECT: u8 = 1;
+/// The UDP payload starts with a GUE header naming the inner protocol.
+const FOU_ENCAP_GUE: u8 = 2;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const ENOENT: i32 = 2;
@@ -36,7 +38,8 @@ const ENOENT: i32 = 2;
 ///
 /// Listeners bound to a local or peer address (`ip fou add .. local ..
 /// peer ..`) are reported by their port and family alone; lvn never makes
-/// them. A GUE listener carries no protocol and shows as `ipproto: 0`.
+/// them. A GUE listener carries no protocol and shows as `ipproto: 0`;
+/// `ipproto: 0` is also how to ask for one (`ip fou add port P gue`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FouListener {
     pub port: u16,
@@ -47,7 +50,11 @@ pub struct FouListener {
 impl fmt::Display for FouListener {
     /// As `ip fou show` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fou port {} ipproto {}", self.port, self.ipproto)?;
+        if self.ipproto == 0 {
+            write!(f, "fou port {} gue", self.port)?;
+        } else {
+            write!(f, "fou port {} ipproto {}", self.port, self.ipproto)?;
+        }
         if self.ipv6 {
             write!(f, " -6")?;
         }
@@ -137,11 +144,13 @@ struct FouMessage {
 }
 
 impl FouMessage {
-    /// `ip fou add port P ipproto N [-6]`: port, type, family, protocol,
-    /// in iproute2's order.
+    /// `ip fou add port P ipproto N [-6]` or `ip fou add port P gue [-6]`:
+    /// port, type, family, protocol (not for GUE), in iproute2's order.
     fn add(l: &FouListener) -> FouMessage {
         let mut attrs = FouMessage::del(l).attrs;
-        attrs.push(FouAttr::Ipproto(l.ipproto));
+        if l.ipproto != 0 {
+            attrs.push(FouAttr::Ipproto(l.ipproto));
+        }
         FouMessage {
             cmd: FOU_CMD_ADD,
             attrs,
@@ -152,13 +161,14 @@ impl FouMessage {
     /// family (and local/peer, which lvn leaves unset), not by protocol.
     fn del(l: &FouListener) -> FouMessage {
         let af = if l.ipv6 { AF_INET6 } else { AF_INET };
+        let kind = if l.ipproto == 0 {
+            FOU_ENCAP_GUE
+        } else {
+            FOU_ENCAP_DIRECT
+        };
         FouMessage {
             cmd: FOU_CMD_DEL,
-            attrs: vec![
-                FouAttr::Port(l.port),
-                FouAttr::Type(FOU_ENCAP_DIRECT),
-                FouAttr::Af(af),
-            ],
+            attrs: vec![FouAttr::Port(l.port), FouAttr::Type(kind), FouAttr::Af(af)],
         }
     }
 

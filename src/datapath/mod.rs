@@ -23,6 +23,8 @@ pub struct Scope {
     /// Overlay prefix: decides the family of addresses, neighbours, routes.
     pub overlay: IpNet,
     pub datapath: crate::config::Datapath,
+    /// The underlay family: with "fou", ipip or ip6tnl.
+    pub underlay: crate::naming::Family,
     /// The encapsulation's UDP port (the fou listener's, with "fou").
     pub port: u16,
 }
@@ -35,6 +37,7 @@ impl Scope {
             device: net.device.clone(),
             overlay: net.overlay,
             datapath: net.datapath,
+            underlay: net.underlay,
             port: net.port,
         }
     }

@@ -12,7 +12,7 @@
 use std::{
     io::{self, Read},
     mem::{MaybeUninit, size_of},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
 };
 
@@ -197,8 +197,31 @@ impl OverlaySocket {
 pub enum Encap {
     /// VXLAN with this VNI, carrying an EtherType 0x88b5 frame.
     Vxlan { vni: u32 },
-    /// fou (ipip), carrying IPv4 UDP to this overlay port.
-    Fou { keepalive_port: u16 },
+    /// fou, carrying UDP to this overlay port: after a GUE header on an
+    /// IPv6 underlay (ip6tnl), inside IPv6 when the node's primary overlay
+    /// address is IPv6 (an IPv6-only overlay).
+    Fou {
+        keepalive_port: u16,
+        gue: bool,
+        inner_v6: bool,
+    },
+}
+
+/// Bytes of the GUE header before the inner packet (version 0, no options).
+const GUE_HEADER: u32 = 4;
+
+impl Encap {
+    /// Offsets from the UDP header of the inner packet, its protocol byte
+    /// and its UDP destination port (fou only; the inner IPv4 header is
+    /// assumed to have no options, as the kernel sends it).
+    fn fou_offsets(gue: bool, inner_v6: bool) -> (u32, u32, u32) {
+        let ip = 8 + if gue { GUE_HEADER } else { 0 };
+        if inner_v6 {
+            (ip, ip + 6, ip + 40 + 2)
+        } else {
+            (ip, ip + 9, ip + 20 + 2)
+        }
+    }
 }
 
 /// A keepalive as the hub's underlay saw it.
@@ -265,17 +288,24 @@ impl UnderlaySocket {
                 bpf(0x06, 0, 0, 0xffff),               // accept
                 bpf(0x06, 0, 0, 0),                    // drop
             ],
-            Encap::Fou { keepalive_port } => [
-                load_x,
-                bpf(0x48, 0, 0, 2),               // A = UDP destination port
-                bpf(0x15, 0, 5, u32::from(port)), // != port: drop
-                bpf(0x50, 0, 0, 8 + 9),           // A = inner IP protocol
-                bpf(0x15, 0, 3, 17),              // != UDP: drop
-                bpf(0x48, 0, 0, 8 + 20 + 2),      // A = inner UDP dport
-                bpf(0x15, 0, 1, u32::from(keepalive_port)), // != keepalive: drop
-                bpf(0x06, 0, 0, 0xffff),          // accept
-                bpf(0x06, 0, 0, 0),               // drop
-            ],
+            Encap::Fou {
+                keepalive_port,
+                gue,
+                inner_v6,
+            } => {
+                let (_, proto, dport) = Encap::fou_offsets(gue, inner_v6);
+                [
+                    load_x,
+                    bpf(0x48, 0, 0, 2),               // A = UDP destination port
+                    bpf(0x15, 0, 5, u32::from(port)), // != port: drop
+                    bpf(0x50, 0, 0, proto),           // A = inner IP protocol
+                    bpf(0x15, 0, 3, 17),              // != UDP: drop
+                    bpf(0x48, 0, 0, dport),           // A = inner UDP dport
+                    bpf(0x15, 0, 1, u32::from(keepalive_port)), // != keepalive: drop
+                    bpf(0x06, 0, 0, 0xffff),          // accept
+                    bpf(0x06, 0, 0, 0),               // drop
+                ]
+            }
         };
         sock.attach_filter(&prog)?;
         drain(&sock);
@@ -342,14 +372,20 @@ fn parse_sighting(buf: &[u8], v6: bool, encap: Encap, sender: IpAddr) -> Option<
             mac.copy_from_slice(buf.get(mac_at..mac_at + 6)?);
             (Inner::Mac(Mac(mac)), udp + INNER)
         }
-        Encap::Fou { .. } => {
-            let ip = udp + 8;
-            let ihl = usize::from(*buf.get(ip)? & 0x0f) * 4;
-            let s = buf.get(ip + 12..ip + 16)?;
-            (
-                Inner::Ip(IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3]))),
-                ip + ihl + 8,
-            )
+        Encap::Fou { gue, inner_v6, .. } => {
+            let (at, _, _) = Encap::fou_offsets(gue, inner_v6);
+            let ip = udp + at as usize;
+            if inner_v6 {
+                let s: [u8; 16] = buf.get(ip + 8..ip + 24)?.try_into().ok()?;
+                (Inner::Ip(IpAddr::V6(Ipv6Addr::from(s))), ip + 40 + 8)
+            } else {
+                let ihl = usize::from(*buf.get(ip)? & 0x0f) * 4;
+                let s = buf.get(ip + 12..ip + 16)?;
+                (
+                    Inner::Ip(IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3]))),
+                    ip + ihl + 8,
+                )
+            }
         }
     };
     let payload = buf.get(at..)?;
@@ -372,18 +408,23 @@ impl OverlayUdp {
     /// `receive` false: a hub that only sends; what arrives is dropped in
     /// the kernel.
     pub fn open(addr: IpAddr, port: u16, receive: bool) -> io::Result<OverlayUdp> {
-        let IpAddr::V4(v4) = addr else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "fou overlays are IPv4",
-            ));
+        let sock = match addr {
+            IpAddr::V4(_) => {
+                let s = socket(Domain::IPV4, Type::DGRAM, None)?;
+                s.set_freebind_v4(true)?;
+                s
+            }
+            IpAddr::V6(_) => {
+                let s = socket(Domain::IPV6, Type::DGRAM, None)?;
+                s.set_freebind_v6(true)?;
+                s.set_only_v6(true)?;
+                s
+            }
         };
-        let sock = socket(Domain::IPV4, Type::DGRAM, None)?;
-        sock.set_freebind_v4(true)?;
         if !receive {
             sock.attach_filter(&DROP_ALL)?;
         }
-        sock.bind(&SocketAddr::new(v4.into(), port).into())?;
+        sock.bind(&SocketAddr::new(addr, port).into())?;
         Ok(OverlayUdp {
             sock: tokio::net::UdpSocket::from_std(sock.into())?,
             port,
@@ -453,10 +494,52 @@ mod tests {
         let sender: IpAddr = "2001:db8::7".parse().unwrap();
         let encap = Encap::Fou {
             keepalive_port: 5556,
+            gue: false,
+            inner_v6: false,
         };
         let s = parse_sighting(&p, true, encap, sender).unwrap();
         assert_eq!(s.from, SocketAddr::new(sender, 40059));
         assert_eq!(s.inner, Inner::Ip([100, 64, 1, 2].into()));
         assert_eq!(s.payload, b"LVN1");
+    }
+
+    /// fou over an IPv6 underlay is GUE: a 4-byte header before the inner
+    /// packet, which is IPv6 on an IPv6-only overlay.
+    #[test]
+    fn parses_a_gue_sighting_with_ipv4_or_ipv6_inside() {
+        let sender: IpAddr = "2001:db8::7".parse().unwrap();
+        let outer = |proto: u8| {
+            let mut p = Vec::new();
+            p.extend_from_slice(&40059u16.to_be_bytes());
+            p.extend_from_slice(&5555u16.to_be_bytes());
+            p.extend_from_slice(&[0; 4]);
+            p.extend_from_slice(&[0, proto, 0, 0]); // GUE: version 0, protocol
+            p
+        };
+        let mut v4 = outer(4);
+        v4.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+        v4.extend_from_slice(&[100, 64, 1, 2, 100, 64, 0, 1]);
+        v4.extend_from_slice(&[0; 8]);
+        v4.extend_from_slice(b"LVN1");
+        let encap = |inner_v6| Encap::Fou {
+            keepalive_port: 5556,
+            gue: true,
+            inner_v6,
+        };
+        let s = parse_sighting(&v4, true, encap(false), sender).unwrap();
+        assert_eq!(s.inner, Inner::Ip([100, 64, 1, 2].into()));
+        assert_eq!(s.payload, b"LVN1");
+
+        let mut v6 = outer(41);
+        v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 17, 64]);
+        let src: std::net::Ipv6Addr = "fd64:1::2".parse().unwrap();
+        v6.extend_from_slice(&src.octets());
+        v6.extend_from_slice(&[0; 16]); // destination
+        v6.extend_from_slice(&[0; 8]); // inner UDP header
+        v6.extend_from_slice(b"LVN1");
+        let s = parse_sighting(&v6, true, encap(true), sender).unwrap();
+        assert_eq!(s.inner, Inner::Ip(IpAddr::V6(src)));
+        assert_eq!(s.payload, b"LVN1");
+        assert!(parse_sighting(&v6[..40], true, encap(true), sender).is_none());
     }
 }

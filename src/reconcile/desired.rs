@@ -20,6 +20,9 @@ use crate::{
 
 /// Bytes FOU adds over IPv4: outer IPv4 (20) and UDP (8).
 pub const FOU_OVERHEAD_V4: u32 = 28;
+/// Bytes fou adds over IPv6: outer IPv6 (40), UDP (8) and the GUE header
+/// (4) that tells the receiver which inner family follows.
+pub const FOU_OVERHEAD_V6: u32 = 52;
 
 /// Bytes VXLAN adds to every packet over IPv4: outer IPv4 (20), UDP (8),
 /// VXLAN (8) and the inner Ethernet header (14).
@@ -134,10 +137,14 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
     let peers = direct_peers(topo, me, live, &mut d);
     let hubs = hub_order(topo, me, live);
     match topo.network.datapath {
-        Datapath::Vxlan => vxlan(
-            topo, me, family, mtu, network, &peers, &hubs, underlay, &mut d,
-        ),
-        Datapath::Fou => fou(topo, me, mtu, network, &peers, &hubs, underlay, &mut d),
+        Datapath::Vxlan => {
+            let at = Outer { family, mtu };
+            vxlan(topo, me, at, network, &peers, &hubs, underlay, &mut d)
+        }
+        Datapath::Fou => {
+            let at = Outer { family, mtu };
+            fou(topo, me, at, network, &peers, &hubs, underlay, &mut d)
+        }
     }
     d
 }
@@ -176,13 +183,14 @@ fn direct_peers<'a>(
                     };
                     let mac = Mac::for_overlay(peer.address);
                     d.removal_reasons.insert(ObjectKey::Fdb(mac), r.clone());
-                    d.removal_reasons
-                        .insert(ObjectKey::Neigh(peer.address), r.clone());
-                    let host = RouteKey {
-                        dst: IpNet::from(peer.address),
-                        metric: route_metric(topo),
-                    };
-                    d.removal_reasons.insert(ObjectKey::Route(host), r.clone());
+                    for &a in &peer.addresses {
+                        d.removal_reasons.insert(ObjectKey::Neigh(a), r.clone());
+                        let host = RouteKey {
+                            dst: IpNet::from(a),
+                            metric: route_metric(Family::of(a)),
+                        };
+                        d.removal_reasons.insert(ObjectKey::Route(host), r.clone());
+                    }
                     let tunnel = tunnel_name(&topo.network.name, &peer.name);
                     d.removal_reasons.insert(ObjectKey::Tunnel(tunnel), r);
                 }
@@ -199,15 +207,30 @@ fn direct_peers<'a>(
     out
 }
 
-fn route_metric(topo: &Topology) -> u32 {
-    match topo.network.overlay {
-        IpNet::V4(_) => 0,
-        IpNet::V6(_) => IPV6_DEFAULT_METRIC,
+/// The metric lvn gives routes of a family: what the kernel would make of 0.
+fn route_metric(family: Family) -> u32 {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => IPV6_DEFAULT_METRIC,
     }
 }
 
-fn overlay_family(topo: &Topology) -> Family {
-    Family::of(topo.network.overlay.addr())
+/// Each of `me`'s overlay addresses with the overlay prefix of its family.
+fn own_overlays<'a>(
+    topo: &'a Topology,
+    me: &'a Node,
+) -> impl Iterator<Item = (IpAddr, IpNet)> + 'a {
+    me.addresses
+        .iter()
+        .filter_map(|&a| Some((a, topo.network.overlay_for(a)?)))
+}
+
+/// The address of `node` in the family of `overlay`.
+fn address_in(node: &Node, overlay: IpNet) -> Option<IpAddr> {
+    node.addresses
+        .iter()
+        .copied()
+        .find(|a| a.is_ipv4() == overlay.addr().is_ipv4())
 }
 
 fn add_route(d: &mut Desired, r: Route, reason: Reason) {
@@ -225,17 +248,23 @@ fn add_address(d: &mut Desired, a: Address, me: &Node) {
     d.state.addresses.insert(a.key(), a);
 }
 
-/// Device settings for the role: hubs forward, spokes do not.
-fn add_settings(d: &mut Desired, topo: &Topology, me: &Node, dev: &str, redirects: bool) {
-    let fam = overlay_family(topo);
+/// Device settings for the role, per overlay family of the node: hubs
+/// forward, spokes do not.
+fn add_settings(d: &mut Desired, me: &Node, underlay: &Underlay, dev: &str, redirects: bool) {
     let forwarding = if me.role == Role::Hub { "1" } else { "0" };
-    let mut settings = vec![(Setting::Forwarding, forwarding)];
-    if redirects && me.role == Role::Hub && fam == Family::Ipv4 {
-        // Spokes reach each other through the hub on purpose; a redirect
-        // would only tell them to try a path that does not exist.
-        settings.push((Setting::SendRedirects, "0"));
+    let mut settings = Vec::new();
+    for fam in me.addresses.iter().map(|a| Family::of(*a)) {
+        settings.push((fam, Setting::Forwarding, forwarding));
+        if redirects && me.role == Role::Hub && fam == Family::Ipv4 {
+            // Spokes reach each other through the hub on purpose; a redirect
+            // would only tell them to try a path that does not exist.
+            settings.push((fam, Setting::SendRedirects, "0"));
+        }
+        if me.role == Role::Hub && fam == Family::Ipv6 && underlay.force_forwarding {
+            settings.push((fam, Setting::ForceForwarding, "1"));
+        }
     }
-    for (setting, value) in settings {
+    for (fam, setting, value) in settings {
         let key = SysctlKey::new(fam, dev, setting);
         d.reasons.insert(
             ObjectKey::Sysctl(key.clone()),
@@ -256,14 +285,14 @@ fn add_settings(d: &mut Desired, topo: &Topology, me: &Node, dev: &str, redirect
 fn vxlan(
     topo: &Topology,
     me: &Node,
-    family: Family,
-    mtu: u32,
+    outer: Outer,
     network: Reason,
     peers: &[Direct],
     hubs: &[&Node],
     underlay: &Underlay,
     d: &mut Desired,
 ) {
+    let Outer { family, mtu } = outer;
     let net = &topo.network;
     let dev = net.device.clone();
     d.state.link = Some(Link {
@@ -305,16 +334,18 @@ fn vxlan(
         layer2::add_port(d, topo, me, underlay);
         return;
     }
-    let own = IpNet::new(me.address, net.overlay.prefix_len()).unwrap_or(net.overlay);
-    add_address(
-        d,
-        Address {
-            dev: dev.clone(),
-            address: own,
-            noprefixroute: true,
-        },
-        me,
-    );
+    for (a, overlay) in own_overlays(topo, me) {
+        let own = IpNet::new(a, overlay.prefix_len()).unwrap_or(overlay);
+        add_address(
+            d,
+            Address {
+                dev: dev.clone(),
+                address: own,
+                noprefixroute: true,
+            },
+            me,
+        );
+    }
     for p in peers {
         let mac = Mac::for_overlay(p.node.address);
         d.state.fdb.insert(
@@ -327,74 +358,106 @@ fn vxlan(
             },
         );
         d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
-        d.state.neighbours.insert(
-            p.node.address,
-            Neigh {
-                dev: dev.clone(),
-                address: p.node.address,
-                mac,
-            },
-        );
-        d.reasons.insert(
-            ObjectKey::Neigh(p.node.address),
-            Reason::PeerAddress {
-                peer: p.name.clone(),
-            },
-        );
+        // One MAC for every family of the peer: one device carries both.
+        for &address in &p.node.addresses {
+            d.state.neighbours.insert(
+                address,
+                Neigh {
+                    dev: dev.clone(),
+                    address,
+                    mac,
+                },
+            );
+            d.reasons.insert(
+                ObjectKey::Neigh(address),
+                Reason::PeerAddress {
+                    peer: p.name.clone(),
+                },
+            );
+        }
     }
-    let metric = route_metric(topo);
+    for (_, overlay) in own_overlays(topo, me) {
+        vxlan_routes(d, me, &dev, overlay, peers, hubs);
+    }
+    add_settings(d, me, underlay, &dev, true);
+}
+
+/// The routes of one overlay family on the VXLAN device.
+fn vxlan_routes(
+    d: &mut Desired,
+    me: &Node,
+    dev: &str,
+    overlay: IpNet,
+    peers: &[Direct],
+    hubs: &[&Node],
+) {
+    let metric = route_metric(Family::of(overlay.addr()));
     let route = |dst: IpNet, via: Option<IpAddr>| Route {
-        dev: dev.clone(),
+        dev: dev.to_string(),
         dst,
         metric,
         via,
     };
     match me.role {
         Role::Hub => {
-            add_route(d, route(net.overlay, None), Reason::HubOverlay);
+            add_route(d, route(overlay, None), Reason::HubOverlay);
             // A gateway route to each live spoke through itself: forwarding
             // between spokes then sends no ICMP redirect (the kernel sends
             // one when the route back is the on-link overlay route), and a
             // routing daemon beside lvn can announce the hub's spokes to
             // the other hubs (`lvn export bird`).
             for p in peers.iter().filter(|p| p.node.role == Role::Spoke) {
-                let host = IpNet::from(p.node.address);
+                let Some(a) = address_in(p.node, overlay) else {
+                    continue;
+                };
                 let why = Reason::SpokeRoute {
                     peer: p.name.clone(),
                 };
-                add_route(d, route(host, Some(p.node.address)), why);
+                add_route(d, route(IpNet::from(a), Some(a)), why);
             }
         }
         Role::Spoke => {
             // The overlay goes through the primary hub (placement, then
             // failover); with several hubs each is also reached directly,
             // the primary included, so a failover changes one route.
-            if let Some(first) = hubs.first() {
+            if let Some(first) = hubs.first()
+                && let Some(a) = address_in(first, overlay)
+            {
                 let why = Reason::ViaHub {
                     hub: first.name.clone(),
                 };
-                add_route(d, route(net.overlay, Some(first.address)), why);
+                add_route(d, route(overlay, Some(a)), why);
             }
             if hubs.len() > 1 {
                 for hub in hubs {
+                    let Some(a) = address_in(hub, overlay) else {
+                        continue;
+                    };
                     let why = Reason::DirectHub {
                         hub: hub.name.clone(),
                     };
-                    add_route(d, route(IpNet::from(hub.address), None), why);
+                    add_route(d, route(IpNet::from(a), None), why);
                 }
             }
         }
     }
-    add_settings(d, topo, me, &dev, true);
 }
 
-/// FOU: a listener, and per peer an ipip tunnel with FOU encapsulation,
-/// the node's address on it and a route through it.
+/// The underlay family and the tunnels' MTU.
+#[derive(Clone, Copy)]
+struct Outer {
+    family: Family,
+    mtu: u32,
+}
+
+/// FOU: a listener, and per peer a tunnel with FOU encapsulation (ipip on
+/// an IPv4 underlay; ip6tnl, which carries both inner families, with GUE on
+/// an IPv6 one), the node's addresses on it and routes through it.
 #[allow(clippy::too_many_arguments)]
 fn fou(
     topo: &Topology,
     me: &Node,
-    mtu: u32,
+    outer: Outer,
     network: Reason,
     peers: &[Direct],
     hubs: &[&Node],
@@ -406,7 +469,7 @@ fn fou(
         net.port,
         Fou {
             port: net.port,
-            ipv6: false,
+            ipv6: outer.family == Family::Ipv6,
         },
     );
     d.reasons.insert(ObjectKey::Fou(net.port), network.clone());
@@ -437,12 +500,12 @@ fn fou(
         }
         carried.push(kept);
     }
-    let metric = route_metric(topo);
-    let prefix = match net.overlay {
-        IpNet::V4(_) => 32,
-        IpNet::V6(_) => 128,
-    };
-    let own = IpNet::new(me.address, prefix).unwrap_or(net.overlay);
+    // IPv6 has no NAT: the tunnel sends from the node's own endpoint,
+    // which is also how the kernel finds the tunnel of a packet.
+    let local = me
+        .endpoint
+        .map(|e| e.ip())
+        .filter(|_| outer.family == Family::Ipv6);
     let first_hub = hubs.first().map(|h| h.name.as_str());
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
@@ -452,47 +515,53 @@ fn fou(
                 name: name.clone(),
                 peer: p.node.name.clone(),
                 remote: p.endpoint.ip(),
-                local: None,
+                local,
                 sport: net.port,
                 dport: p.endpoint.port(),
-                mtu,
+                mtu: outer.mtu,
                 up: true,
             },
         );
         d.reasons
             .insert(ObjectKey::Tunnel(name.clone()), p.why.clone());
-        add_address(
-            d,
-            Address {
-                dev: name.clone(),
-                address: own,
-                noprefixroute: true,
-            },
-            me,
-        );
         // A spoke sends the whole overlay to its primary hub; everyone else
         // is reached on its own tunnel. With several hubs every hub keeps
         // its own route too, so a failover changes one route.
         let primary = me.role == Role::Spoke && Some(p.node.name.as_str()) == first_hub;
-        let on_tunnel = |dst| Route {
-            dev: name.clone(),
-            dst,
-            metric,
-            via: None,
-        };
-        if primary {
-            let why = Reason::ViaHub {
-                hub: p.node.name.clone(),
+        for (a, overlay) in own_overlays(topo, me) {
+            let Some(peer_address) = address_in(p.node, overlay) else {
+                continue;
             };
-            add_route(d, on_tunnel(net.overlay), why);
-        }
-        if !primary || hubs.len() > 1 {
-            let why = Reason::PeerAddress {
-                peer: p.name.clone(),
+            let own = IpNet::from(a);
+            add_address(
+                d,
+                Address {
+                    dev: name.clone(),
+                    address: own,
+                    noprefixroute: true,
+                },
+                me,
+            );
+            let on_tunnel = |dst| Route {
+                dev: name.clone(),
+                dst,
+                metric: route_metric(Family::of(a)),
+                via: None,
             };
-            add_route(d, on_tunnel(IpNet::from(p.node.address)), why);
+            if primary {
+                let why = Reason::ViaHub {
+                    hub: p.node.name.clone(),
+                };
+                add_route(d, on_tunnel(overlay), why);
+            }
+            if !primary || hubs.len() > 1 {
+                let why = Reason::PeerAddress {
+                    peer: p.name.clone(),
+                };
+                add_route(d, on_tunnel(IpNet::from(peer_address)), why);
+            }
         }
-        add_settings(d, topo, me, &name, false);
+        add_settings(d, me, underlay, &name, false);
     }
 }
 
@@ -502,7 +571,8 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
         return (mtu, format!("mtu {mtu} from the topology"));
     }
     let (overhead, what) = match (topo.network.datapath, family) {
-        (Datapath::Fou, _) => (FOU_OVERHEAD_V4, "fou"),
+        (Datapath::Fou, Family::Ipv4) => (FOU_OVERHEAD_V4, "fou"),
+        (Datapath::Fou, Family::Ipv6) => (FOU_OVERHEAD_V6, "fou"),
         (Datapath::Vxlan, Family::Ipv4) => (VXLAN_OVERHEAD_V4, "vxlan"),
         (Datapath::Vxlan, Family::Ipv6) => (VXLAN_OVERHEAD_V6, "vxlan"),
     };

@@ -58,8 +58,10 @@ impl Link {
     }
 }
 
-/// An ipip tunnel with FOU encapsulation to one peer (datapath "fou"):
-/// IP in UDP, 28 bytes of overhead, no layer 2.
+/// A tunnel with FOU encapsulation to one peer (datapath "fou"), no layer
+/// 2: ipip in fou on an IPv4 underlay (28 bytes of overhead), ip6tnl (IPv4
+/// and IPv6 inside) in GUE on an IPv6 one (52 bytes); the remote's family
+/// says which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tunnel {
     pub name: String,
@@ -75,7 +77,8 @@ pub struct Tunnel {
     pub up: bool,
 }
 
-/// A fou listener: UDP on `port` carrying ipip (`ip fou add port P ipproto 4`).
+/// A fou listener: UDP on `port` carrying ipip (`ip fou add port P ipproto
+/// 4`), or on an IPv6 underlay GUE (`ip fou add port P gue -6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Fou {
     pub port: u16,
@@ -210,7 +213,7 @@ pub struct Observed {
     /// Non-permanent neighbour entries the kernel made on lvn's device.
     pub kernel_neighbours: BTreeSet<IpAddr>,
     /// Values a new device starts with (`net.<family>.conf.default.*`).
-    pub sysctl_defaults: BTreeMap<Setting, String>,
+    pub sysctl_defaults: BTreeMap<(Family, Setting), String>,
     pub underlay: Underlay,
 }
 
@@ -228,6 +231,9 @@ pub struct Underlay {
     /// Every device that is not lvn's, by name, with its kind ("bridge",
     /// "batadv", ...): what `attach` may name.
     pub kinds: BTreeMap<String, String>,
+    /// The kernel has per-device IPv6 `force_forwarding` (Linux 6.17+),
+    /// the one way a hub forwards IPv6 without the global switch.
+    pub force_forwarding: bool,
 }
 
 impl Underlay {
@@ -267,6 +273,7 @@ mod tests {
             .collect(),
             holders: BTreeMap::new(),
             kinds: BTreeMap::new(),
+            force_forwarding: false,
         };
         assert_eq!(
             u.device_to("198.51.100.1".parse().unwrap(), "lvn-x"),

@@ -376,7 +376,8 @@ fn fresh_state(
         .filter(|_| fresh_link);
     for (k, x) in &want.sysctls {
         let on_new = link == Some(k.device.as_str()) || new_tunnels.contains(&&k.device);
-        if let (true, Some(value)) = (on_new, observed.sysctl_defaults.get(&k.setting)) {
+        if let (true, Some(value)) = (on_new, observed.sysctl_defaults.get(&(k.family, k.setting)))
+        {
             s.sysctls.insert(
                 k.clone(),
                 Sysctl {

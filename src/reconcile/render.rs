@@ -44,9 +44,16 @@ impl fmt::Display for Link {
 
 impl fmt::Display for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ipip on an IPv4 underlay; ip6tnl (IPv4 and IPv6 inside) with GUE,
+        // which names the inner protocol, on an IPv6 one.
+        let (kind, encap) = if self.remote.is_ipv4() {
+            ("ipip", "fou")
+        } else {
+            ("ip6tnl any", "gue")
+        };
         write!(
             f,
-            "{} ipip remote {} local {} encap fou sport {} dport {} mtu {} {} (peer {})",
+            "{} {kind} remote {} local {} encap {encap} sport {} dport {} mtu {} {} (peer {})",
             self.name,
             self.remote,
             self.local
@@ -62,12 +69,11 @@ impl fmt::Display for Tunnel {
 
 impl fmt::Display for Fou {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "port {} ipproto 4 {}",
-            self.port,
-            if self.ipv6 { "ipv6" } else { "ipv4" }
-        )
+        if self.ipv6 {
+            write!(f, "port {} gue ipv6", self.port)
+        } else {
+            write!(f, "port {} ipproto 4 ipv4", self.port)
+        }
     }
 }
 

@@ -101,9 +101,18 @@ fn address_message(index: u32, a: &Address) -> AddressMessage {
         m.attributes.push(AddressAttribute::Local(ip));
     }
     m.attributes.push(AddressAttribute::Address(ip));
+    let mut flags = AddressFlags::empty();
     if a.noprefixroute {
-        m.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        flags |= AddressFlags::Noprefixroute;
+    }
+    if ip.is_ipv6() {
+        // No duplicate address detection: the topology makes addresses
+        // unique, and a tentative address would refuse traffic for a
+        // second after every apply.
+        flags |= AddressFlags::Nodad;
+    }
+    if !flags.is_empty() {
+        m.attributes.push(AddressAttribute::Flags(flags));
     }
     m
 }

@@ -5,12 +5,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::{
-    LinkIpIp, LinkUnspec, LinkVxlan,
-    packet_route::link::{
-        InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-        LinkMessage, TunnelEncapType, VxlanDf,
+    LinkIp6Tnl, LinkIpIp, LinkUnspec, LinkVxlan,
+    packet_route::{
+        IpProtocol,
+        link::{
+            InfoData, InfoIpTunnel, InfoKind, InfoVxlan, Ip6TunnelFlags, LinkAttribute, LinkFlags,
+            LinkInfo, LinkMessage, TunnelEncapType, VxlanDf,
+        },
     },
 };
+
+/// ip6tnl `mode any`: IPv4 and IPv6 inside (protocol 0 in IFLA_IPTUN_PROTO).
+const IP6TNL_MODE_ANY: i32 = 0;
 
 use crate::{
     naming::{Family, Mac},
@@ -39,7 +45,7 @@ pub(super) fn link_kind(l: &LinkMessage) -> String {
         .unwrap_or_else(|| "a device".to_string())
 }
 
-/// An ipip device lvn made (its alias names the peer).
+/// An ipip or ip6tnl device lvn made (its alias names the peer).
 pub(super) fn parse_tunnel(l: &LinkMessage, name: &str, peer: &str) -> Option<Tunnel> {
     let (_, mtu) = link_name_mtu(l);
     let mut t = Tunnel {
@@ -52,14 +58,14 @@ pub(super) fn parse_tunnel(l: &LinkMessage, name: &str, peer: &str) -> Option<Tu
         mtu,
         up: l.header.flags.contains(LinkFlags::Up),
     };
-    let mut ipip = false;
+    let mut tunnel = false;
     for a in &l.attributes {
         let LinkAttribute::LinkInfo(infos) = a else {
             continue;
         };
         for i in infos {
             match i {
-                LinkInfo::Kind(InfoKind::IpIp) => ipip = true,
+                LinkInfo::Kind(InfoKind::IpIp | InfoKind::Ip6Tnl) => tunnel = true,
                 LinkInfo::Data(InfoData::IpTunnel(v)) => {
                     for x in v {
                         match x {
@@ -75,7 +81,7 @@ pub(super) fn parse_tunnel(l: &LinkMessage, name: &str, peer: &str) -> Option<Tu
             }
         }
     }
-    ipip.then_some(t)
+    tunnel.then_some(t)
 }
 
 /// A change addresses the device by index. Kernels before 6.2 refuse
@@ -85,11 +91,12 @@ fn without_name(m: &mut LinkMessage) {
         .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
 }
 
-/// The whole tunnel: ipip to the peer, encapsulated in fou.
+/// The whole tunnel: ipip to the peer encapsulated in fou on an IPv4
+/// underlay, ip6tnl encapsulated in GUE on an IPv6 one.
 pub(super) fn tunnel_message(t: &Tunnel) -> LinkMessage {
     let remote = match t.remote {
         IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        IpAddr::V6(v6) => return ip6tnl_message(t, v6),
     };
     let mut b = LinkIpIp::new(&t.name)
         .remote(remote)
@@ -98,6 +105,29 @@ pub(super) fn tunnel_message(t: &Tunnel) -> LinkMessage {
         .encap_dport(t.dport)
         .mtu(t.mtu);
     if let Some(IpAddr::V4(l)) = t.local {
+        b = b.local(l);
+    }
+    if t.up {
+        b = b.up();
+    }
+    b.build()
+}
+
+/// `ip link add T type ip6tnl mode any remote R local L encaplimit none
+/// encap gue encap-sport S encap-dport D`: `any` carries both inner
+/// families, GUE tells the receiver which one each packet holds (one fou
+/// listener has one protocol), and without `encaplimit none` every packet
+/// would carry an extra destination options header.
+fn ip6tnl_message(t: &Tunnel, remote: Ipv6Addr) -> LinkMessage {
+    let mut b = LinkIp6Tnl::new(&t.name)
+        .remote(remote)
+        .mode(IpProtocol::from(IP6TNL_MODE_ANY))
+        .set_flag(Ip6TunnelFlags::IgnEncapLimit, true)
+        .encap_type(TunnelEncapType::Gue)
+        .encap_sport(t.sport)
+        .encap_dport(t.dport)
+        .mtu(t.mtu);
+    if let Some(IpAddr::V6(l)) = t.local {
         b = b.local(l);
     }
     if t.up {

@@ -4,7 +4,8 @@
 //!
 //! `observe.rs` reads (dumps of links, addresses, neighbours and FDB
 //! entries, routes), `apply.rs` writes (phases, device changes, batches);
-//! the netlink messages live in `link.rs` (VXLAN device, ipip/fou tunnels)
+//! the netlink messages live in `link.rs` (VXLAN device, ipip/fou and
+//! ip6tnl/GUE tunnels)
 //! and `entries.rs` (addresses, FDB, neighbours, routes), device settings
 //! in `sysctl.rs`, and what datapath "fou" needs from the kernel in `fou.rs`.
 //! `monitor.rs` listens to the kernel's notifications (drift).

@@ -20,7 +20,6 @@ use rtnetlink::packet_route::{
 use super::{
     Kernel,
     entries::{mac_of, neigh_ip, route_ip},
-    family_of,
     layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
     nl_err,
@@ -38,22 +37,22 @@ impl Kernel {
     pub(super) async fn observe_scope(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
         if scope.datapath == config::Datapath::Fou {
-            self.check_fou().await?;
+            self.check_fou(scope.underlay).await?;
         }
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
-        observe_defaults(&scope.overlay, &mut obs);
+        observe_defaults(&mut obs);
         if let Some((index, link)) = vxlan {
             let port = link.port;
             obs.state.link = Some(link);
             self.observe_entries(scope, index, port, &mut obs).await?;
         }
         if !owned.is_empty() {
-            self.observe_addresses(scope, &owned, &mut obs).await?;
+            self.observe_addresses(&owned, &mut obs).await?;
         }
-        observe_settings(&scope.overlay, &owned, &mut obs);
+        observe_settings(&owned, &mut obs);
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            self.observe_routes(scope, family, &owned, &mut obs).await?;
+            self.observe_routes(family, &owned, &mut obs).await?;
         }
         if scope.datapath == config::Datapath::Fou {
             self.observe_listeners(scope, &mut obs).await?;
@@ -123,15 +122,27 @@ struct NeighEntry {
 }
 
 impl Kernel {
-    /// The overlay addresses on lvn's devices.
+    /// The overlay addresses on lvn's devices, of both families: everything
+    /// on them is lvn's, whatever families the overlay has now.
     async fn observe_addresses(
         &self,
-        scope: &Scope,
+        owned: &BTreeMap<u32, String>,
+        obs: &mut Observed,
+    ) -> Result<(), DatapathError> {
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            self.observe_addresses_of(family, owned, obs).await?;
+        }
+        Ok(())
+    }
+
+    async fn observe_addresses_of(
+        &self,
+        family: AddressFamily,
         owned: &BTreeMap<u32, String>,
         obs: &mut Observed,
     ) -> Result<(), DatapathError> {
         let mut req = AddressMessage::default();
-        req.header.family = family_of(&scope.overlay);
+        req.header.family = family;
 
         for m in self
             .nl
@@ -218,12 +229,16 @@ impl Kernel {
             }
         }
 
-        let mut req = NeighbourMessage::default();
-        req.header.family = family_of(&scope.overlay);
-        req.attributes.push(NeighbourAttribute::IfIndex(index));
-        let neighbours = self
-            .neighbours_on(req, index, &format!("listing neighbours of {dev}"))
-            .await?;
+        let mut neighbours = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = NeighbourMessage::default();
+            req.header.family = family;
+            req.attributes.push(NeighbourAttribute::IfIndex(index));
+            neighbours.extend(
+                self.neighbours_on(req, index, &format!("listing neighbours of {dev}"))
+                    .await?,
+            );
+        }
         for e in neighbours {
             let Some(address) = e.dst else { continue };
             match e.mac {
@@ -282,7 +297,6 @@ impl Kernel {
 
     async fn observe_routes(
         &self,
-        scope: &Scope,
         family: AddressFamily,
         owned: &BTreeMap<u32, String>,
         obs: &mut Observed,
@@ -295,7 +309,6 @@ impl Kernel {
             .dump(RouteNetlinkMessage::GetRoute(req))
             .await
             .map_err(nl_err("listing routes"))?;
-        let overlay_family = family == family_of(&scope.overlay);
         for m in routes {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
@@ -325,9 +338,6 @@ impl Kernel {
             };
             if let Some(o) = oif {
                 obs.underlay.routes.push((dst, o));
-            }
-            if !overlay_family {
-                continue;
             }
             let key = RouteKey { dst, metric };
             let proto = u8::from(r.header.protocol);

@@ -4,8 +4,6 @@
 
 use std::{collections::BTreeMap, io, path::Path};
 
-use ipnet::IpNet;
-
 use crate::{
     naming::{Family, Setting, SysctlKey},
     reconcile::{Observed, Sysctl},
@@ -17,22 +15,34 @@ fn read_sysctl(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The values a new device starts with (`net.<family>.conf.default.*`).
-pub(super) fn observe_defaults(overlay: &IpNet, obs: &mut Observed) {
-    let family = Family::of(overlay.addr());
-    for &setting in Setting::managed(family) {
-        let key = SysctlKey::default_for(family, setting);
-        if let Some(v) = read_sysctl(&key.proc_path()) {
-            obs.sysctl_defaults.insert(setting, v);
+/// Both families: a dual-stack overlay has settings of each, and a reload
+/// may add or drop a family.
+const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+/// The values a new device starts with (`net.<family>.conf.default.*`),
+/// and whether the kernel has IPv6 `force_forwarding` at all.
+pub(super) fn observe_defaults(obs: &mut Observed) {
+    for family in FAMILIES {
+        for &setting in Setting::managed(family) {
+            let key = SysctlKey::default_for(family, setting);
+            if let Some(v) = read_sysctl(&key.proc_path()) {
+                obs.sysctl_defaults.insert((family, setting), v);
+            }
         }
     }
+    obs.underlay.force_forwarding = obs
+        .sysctl_defaults
+        .contains_key(&(Family::Ipv6, Setting::ForceForwarding));
 }
 
-/// The settings of every device lvn owns.
-pub(super) fn observe_settings(overlay: &IpNet, owned: &BTreeMap<u32, String>, obs: &mut Observed) {
-    let family = Family::of(overlay.addr());
+/// The settings of every device lvn owns, of both families (an ipip
+/// tunnel has no IPv6 settings, and reads nothing there).
+pub(super) fn observe_settings(owned: &BTreeMap<u32, String>, obs: &mut Observed) {
     for dev in owned.values() {
-        for &setting in Setting::managed(family) {
+        for (family, setting) in FAMILIES
+            .iter()
+            .flat_map(|&f| Setting::managed(f).iter().map(move |&s| (f, s)))
+        {
             let key = SysctlKey::new(family, dev, setting);
             if let Some(value) = read_sysctl(&key.proc_path()) {
                 obs.state.sysctls.insert(key.clone(), Sysctl { key, value });
