@@ -7,26 +7,29 @@
 //! device encapsulates with DF set, so a narrower path drops it instead of
 //! fragmenting it. The hub answers probes like keepalives.
 //!
-//! A probe is lost once [`LOST_AFTER_ANSWERS`] answers to small keepalives
-//! arrived after it and its own answer did not: small packets get through,
-//! full-size ones do not. [`LOST_PROBES`] lost in a row (a single loss is
-//! just loss) and the path cannot carry the MTU. lvn only reports it: it
-//! never changes the MTU itself (a mesh protocol such as batman-adv cannot
-//! follow per-link MTUs).
+//! A probe is lost once [`PROBE_WAIT`] passed without its answer while an
+//! answer to a small keepalive arrived after it was sent: small packets get
+//! through, full-size ones do not. [`LOST_PROBES`] lost in a row (a single
+//! loss is just loss; the next probe goes at once) and the path cannot carry
+//! the MTU. At the default keepalive (25 s) that takes about two intervals.
+//! lvn only reports it: it never changes the MTU itself (a mesh protocol
+//! such as batman-adv cannot follow per-link MTUs).
 
 use std::time::{Duration, Instant};
 
 /// Keepalive intervals between checks of a path that is fine.
 pub const PROBE_EVERY: u32 = 10;
-/// Answers to small keepalives after a probe that make it lost.
-pub const LOST_AFTER_ANSWERS: u32 = 2;
+/// How long a probe's answer may take.
+pub const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// Probes lost in a row before the path is reported unable.
 pub const LOST_PROBES: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outstanding {
     size: u32,
-    answers_since: u32,
+    sent: Instant,
+    /// A small keepalive was answered since: the path is up.
+    answered_since: bool,
 }
 
 /// What is known of one hub's path.
@@ -81,20 +84,37 @@ impl PathMtu {
         }
         self.outstanding = Some(Outstanding {
             size,
-            answers_since: 0,
+            sent: now,
+            answered_since: false,
         });
         self.next = Some(now + interval * PROBE_EVERY);
         Some(size)
     }
 
     /// An answer to a small keepalive.
-    pub fn on_answer(&mut self, now: Instant) -> Option<Verdict> {
-        let o = self.outstanding.as_mut()?;
-        o.answers_since += 1;
-        if o.answers_since < LOST_AFTER_ANSWERS {
+    pub fn on_answer(&mut self) {
+        if let Some(o) = &mut self.outstanding {
+            o.answered_since = true;
+        }
+    }
+
+    /// When [`PathMtu::check`] or [`PathMtu::due`] has something to do:
+    /// a probe to judge, or one to send (once keepalives are answered).
+    pub fn next_event(&self, answering: bool) -> Option<Instant> {
+        match self.outstanding {
+            Some(o) => o.answered_since.then_some(o.sent + PROBE_WAIT),
+            None if answering && self.size.is_some() => self.next,
+            None => None,
+        }
+    }
+
+    /// Judge the outstanding probe: lost once [`PROBE_WAIT`] passed and a
+    /// small keepalive was answered meanwhile.
+    pub fn check(&mut self, now: Instant) -> Option<Verdict> {
+        let o = self.outstanding?;
+        if !o.answered_since || now < o.sent + PROBE_WAIT {
             return None;
         }
-        let size = o.size;
         self.outstanding = None;
         self.lost += 1;
         if self.lost < LOST_PROBES {
@@ -104,7 +124,7 @@ impl PathMtu {
         }
         let was = self.ok;
         self.ok = Some(false);
-        (was != Some(false)).then_some(Verdict::CannotCarry(size))
+        (was != Some(false)).then_some(Verdict::CannotCarry(o.size))
     }
 
     /// The hub answered a probe of `len` bytes.
@@ -138,10 +158,12 @@ mod tests {
         let t0 = Instant::now();
         let mut p = started(t0);
         assert_eq!(p.due(t0, I, false), None, "no answers yet");
+        assert_eq!(p.next_event(true), Some(t0));
         assert_eq!(p.due(t0, I, true), Some(1450));
         assert_eq!(p.due(t0 + I, I, true), None, "one at a time");
         assert_eq!(p.on_probe_answer(1450), Some(Verdict::Carries(1450)));
         assert_eq!((p.ok, p.carried), (Some(true), Some(1450)));
+        assert_eq!(p.next_event(true), Some(t0 + 10 * I));
         assert_eq!(p.due(t0 + 9 * I, I, true), None);
         assert_eq!(p.due(t0 + 10 * I, I, true), Some(1450));
         assert_eq!(p.on_probe_answer(1450), None, "said once");
@@ -152,31 +174,33 @@ mod tests {
         let t0 = Instant::now();
         let mut p = started(t0);
         assert_eq!(p.due(t0, I, true), Some(1450));
-        assert_eq!(p.on_answer(t0 + I), None);
-        assert_eq!(p.on_answer(t0 + 2 * I), None, "one probe lost: retry");
+        // No small answer since: nothing to judge, however long it takes.
+        assert_eq!(p.next_event(true), None);
+        assert_eq!(p.check(t0 + 30 * I), None);
+        p.on_answer();
+        assert_eq!(p.next_event(true), Some(t0 + PROBE_WAIT));
+        assert_eq!(p.check(t0 + I), None, "its answer may still come");
+        assert_eq!(p.check(t0 + 30 * I), None, "one probe lost: retry");
         assert_eq!(p.ok, None);
-        assert_eq!(p.due(t0 + 2 * I, I, true), Some(1450));
-        assert_eq!(p.on_answer(t0 + 3 * I), None);
-        assert_eq!(p.on_answer(t0 + 4 * I), Some(Verdict::CannotCarry(1450)));
+        let t1 = t0 + 30 * I;
+        assert_eq!(p.due(t1, I, true), Some(1450), "at once");
+        p.on_answer();
+        assert_eq!(p.check(t1 + PROBE_WAIT), Some(Verdict::CannotCarry(1450)));
         assert_eq!((p.ok, p.carried), (Some(false), None));
-        // Said once; the path is checked again later.
-        assert_eq!(p.on_answer(t0 + 5 * I), None);
-        assert_eq!(p.due(t0 + 14 * I, I, true), Some(1450));
-        assert_eq!(p.on_answer(t0 + 15 * I), None);
-        assert_eq!(
-            p.on_answer(t0 + 16 * I),
-            None,
-            "still false: not said again"
-        );
+        // Said once; checked again at the usual pace.
+        assert_eq!(p.due(t1 + 5 * I, I, true), None);
+        assert_eq!(p.due(t1 + 10 * I, I, true), Some(1450));
+        p.on_answer();
+        assert_eq!(p.check(t1 + 13 * I), None, "still false: not said again");
         assert_eq!(p.ok, Some(false));
         assert_eq!(
-            p.due(t0 + 16 * I, I, true),
+            p.due(t1 + 13 * I, I, true),
             None,
             "known bad: the usual pace"
         );
-        // The path got better.
-        p.path_changed(t0 + 19 * I);
-        assert_eq!(p.due(t0 + 19 * I, I, true), Some(1450));
+        // The path changed (a new mapping): checked at once, and fine now.
+        p.path_changed(t1 + 19 * I);
+        assert_eq!(p.due(t1 + 19 * I, I, true), Some(1450));
         assert_eq!(p.on_probe_answer(1450), Some(Verdict::Carries(1450)));
     }
 

@@ -126,34 +126,37 @@ impl SpokeProbe {
         self.counter
     }
 
-    /// Keepalives due now: (hub MAC, payload).
+    /// Keepalives (and path MTU probes) due now: (hub MAC, payload).
     pub fn on_tick(&mut self, now: Instant, counter_hint: u64) -> Vec<(Mac, Vec<u8>)> {
         let mut out = Vec::new();
         for h in self.hubs.values_mut() {
-            if h.next_send.is_some_and(|t| now < t) {
-                continue;
-            }
-            self.counter = counter_hint.max(self.counter.saturating_add(1));
-            let m = Message {
-                kind: Kind::Keepalive,
-                counter: self.counter,
-                from: self.me.clone(),
-                to: h.name.clone(),
-                probe: None,
-            };
-            h.last_sent = Some(now);
-            h.unanswered = h.unanswered.saturating_add(1);
-            let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
-            h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
             let key = h.key.as_ref().filter(|_| self.auth);
-            out.push((h.mac, seal(&m, key)));
-            let answering = h.last_answer.is_some() && h.unanswered <= 2;
-            if let Some(size) = h.pmtu.due(now, self.interval, answering) {
-                self.counter = self.counter.saturating_add(1);
-                let probe = Message {
+            if h.next_send.is_none_or(|t| now >= t) {
+                self.counter = counter_hint.max(self.counter.saturating_add(1));
+                let m = Message {
+                    kind: Kind::Keepalive,
                     counter: self.counter,
+                    from: self.me.clone(),
+                    to: h.name.clone(),
+                    probe: None,
+                };
+                h.last_sent = Some(now);
+                h.unanswered = h.unanswered.saturating_add(1);
+                let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
+                h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
+                out.push((h.mac, seal(&m, key)));
+            }
+            if let Some(v) = h.pmtu.check(now) {
+                self.verdicts.push((h.name.clone(), v));
+            }
+            if let Some(size) = h.pmtu.due(now, self.interval, answering(h)) {
+                self.counter = counter_hint.max(self.counter.saturating_add(1));
+                let probe = Message {
+                    kind: Kind::Keepalive,
+                    counter: self.counter,
+                    from: self.me.clone(),
+                    to: h.name.clone(),
                     probe: Some(0),
-                    ..m
                 };
                 if let Some(p) = padded(probe, size, key.is_some()) {
                     out.push((h.mac, seal(&p, key)));
@@ -165,6 +168,8 @@ impl SpokeProbe {
 
     /// The device MTU to check the paths for; `None`: no checks.
     pub fn set_mtu(&mut self, mtu: Option<u32>, now: Instant) {
+        // Larger than a probe may be: not checked (unknown), never "false".
+        let mtu = mtu.filter(|m| usize::try_from(*m).is_ok_and(|m| m <= wire::MAX_PROBE));
         self.mtu = mtu;
         for h in self.hubs.values_mut() {
             h.pmtu.set_size(mtu, now);
@@ -180,7 +185,12 @@ impl SpokeProbe {
     pub fn next_due(&self, now: Instant) -> Instant {
         self.hubs
             .values()
-            .map(|h| h.next_send.unwrap_or(now))
+            .map(|h| {
+                let keepalive = h.next_send.unwrap_or(now);
+                h.pmtu
+                    .next_event(answering(h))
+                    .map_or(keepalive, |t| t.min(keepalive))
+            })
             .min()
             .unwrap_or(now + self.interval)
     }
@@ -211,7 +221,10 @@ impl SpokeProbe {
         h.reflexive = Some(seen);
         let verdict = match m.probe {
             Some(len) => h.pmtu.on_probe_answer(u32::from(len)),
-            None => h.pmtu.on_answer(now),
+            None => {
+                h.pmtu.on_answer();
+                None
+            }
         };
         if let Some(v) = verdict {
             self.verdicts.push((h.name.clone(), v));
@@ -244,4 +257,10 @@ fn padded(mut m: Message, size: u32, tagged: bool) -> Option<Message> {
     }
     m.probe = Some(u16::try_from(size.checked_sub(fixed)?).ok()?);
     Some(m)
+}
+
+/// Small keepalives to `h` are answered: a lost probe then says something
+/// about its size.
+fn answering(h: &HubLink) -> bool {
+    h.last_answer.is_some() && h.unanswered <= 1
 }
