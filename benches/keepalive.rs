@@ -168,6 +168,7 @@ impl Fixture {
             counter,
             from: s.name.clone(),
             to: HUB.to_string(),
+            probe: None,
         };
         seal(&m, s.key.as_ref().filter(|_| self.auth))
     }
@@ -286,6 +287,7 @@ fn bench(c: &mut Criterion) {
                         counter: COUNTER0,
                         from: HUB.to_string(),
                         to: s.name.clone(),
+                        probe: None,
                     };
                     black_box(seal(&m, s.key.as_ref()))
                 })

@@ -33,8 +33,15 @@ fn underlay() -> Underlay {
             ("0.0.0.0/0".parse().unwrap(), 2),
             ("::/0".parse().unwrap(), 2),
         ],
-        links: [(2, ("eth0".to_string(), 1500))].into_iter().collect(),
+        links: [
+            (2, ("eth0".to_string(), 1500)),
+            (3, ("br0".to_string(), 1500)),
+        ]
+        .into_iter()
+        .collect(),
         holders: Default::default(),
+        // A bridge that layer 2 topologies attach to.
+        kinds: [("br0".to_string(), "bridge".to_string())].into(),
         force_forwarding: true,
     }
 }
@@ -307,10 +314,15 @@ fn arb_topology() -> impl Strategy<Value = String> {
         prop::collection::vec(node, 1..12),
         prop::sample::select(vec![4242u32, 4243]),
         prop::option::of(1300u32..1450),
-        prop::sample::select(vec!["vxlan", "fou"]),
+        prop::sample::select(vec!["vxlan", "fou", "vxlan layer 2", "vxlan layer 2 br0"]),
         any::<bool>(),
     )
         .prop_map(|(nodes, vni, mtu, datapath, dual)| {
+            let (datapath, layer2) = match datapath {
+                "vxlan layer 2" => ("vxlan", "layer = 2\n"),
+                "vxlan layer 2 br0" => ("vxlan", "layer = 2\nattach = \"br0\"\n"),
+                d => (d, ""),
+            };
             // Dual-stack on VXLAN only: fou on an IPv4 underlay is ipip.
             let dual = dual && datapath == "vxlan";
             let overlay = if dual {
@@ -319,7 +331,7 @@ fn arb_topology() -> impl Strategy<Value = String> {
                 "\"100.64.0.0/16\""
             };
             let mut s = format!(
-                "[network]\nname = \"p\"\noverlay = {overlay}\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n"
+                "[network]\nname = \"p\"\noverlay = {overlay}\nport = 4789\nvni = {vni}\ndatapath = \"{datapath}\"\n{layer2}"
             );
             if let Some(m) = mtu {
                 s.push_str(&format!("mtu = {m}\n"));
@@ -424,6 +436,8 @@ fn removes_nothing_desired(plan: &Plan, want: &Desired) -> bool {
             Object::Neigh(n) => !want.state.neighbours.contains_key(&n.address),
             Object::Route(r) => !want.state.routes.contains_key(&r.key()),
             Object::Sysctl(_) => false,
+            Object::Flood(f) => !want.state.flood.contains_key(&f.key()),
+            Object::Port(_) => want.state.port.is_none(),
         })
 }
 
@@ -492,6 +506,8 @@ proptest! {
                 Object::Sysctl(x) => x.key.to_string(),
                 Object::Tunnel(t) => t.name.clone(),
                 Object::Fou(f) => format!("fou {}", f.port),
+                Object::Flood(f) => f.dev.clone(),
+                Object::Port(p) => p.dev.clone(),
             };
             let ours = dev.contains("lvn-p") || dev.contains(&tunnel_prefix) || dev == "fou 4789";
             prop_assert!(ours, "step outside lvn's devices: {s}");

@@ -330,16 +330,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let mut dp = Kernel::connect().context("opening netlink")?;
                 let (desired, observed, plan) = ctx.plan(&mut dp, false).await?;
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&render::plan_json(
-                            &ctx.node,
-                            &ctx.topo.network.name,
-                            &plan
-                        ))?
-                    );
+                    let mut v = render::plan_json(&ctx.node, &ctx.topo.network.name, &plan);
+                    if !desired.waiting.is_empty() {
+                        v["waiting"] = serde_json::to_value(&desired.waiting)?;
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     print_plan(&plan);
+                    for w in &desired.waiting {
+                        println!("waiting: {w}");
+                    }
                     let tty = std::io::stdout().is_terminal();
                     if (tty || diff) && !plan.is_empty() {
                         println!();

@@ -7,6 +7,7 @@
 
 mod endpoint;
 mod error;
+mod layer2;
 mod overlay;
 pub mod placement;
 mod public_key;
@@ -17,6 +18,7 @@ mod validate_tests;
 
 pub use endpoint::parse_endpoint;
 pub use error::{ConfigError, ConfigErrors};
+pub use layer2::{Layer, Layer2};
 pub use public_key::parse_public_key;
 pub use raw::{RawTopology, schema_json};
 pub use validate::{

@@ -91,6 +91,24 @@ pub struct RawNetwork {
     #[serde(default)]
     #[schemars(with = "Option<String>", extend("enum" = ["none", "keys"]))]
     pub auth: Option<Spanned<String>>,
+    /// 3 (default): a routed overlay, lvn owns addresses, neighbours and
+    /// routes on its device. 2: lvn's device is a plain Ethernet link (for a
+    /// bridge or batman-adv), lvn owns its MAC, MTU and FDB only. VXLAN only.
+    #[serde(default)]
+    #[schemars(with = "Option<u8>", range(min = 2, max = 3))]
+    pub layer: Option<Spanned<i64>>,
+    /// Layer 2: make lvn's device a port of this existing interface (a
+    /// Linux bridge or a batman-adv mesh interface such as "bat0"). lvn
+    /// never creates, changes or deletes it.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", length(min = 1, max = 15))]
+    pub attach: Option<Spanned<String>>,
+    /// UDP checksums on encapsulated packets (VXLAN). Default: the kernel's
+    /// (none over IPv4, present over IPv6). Set true where routers drop
+    /// UDP with a zero checksum.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub udp_checksum: Option<Spanned<bool>>,
 }
 
 /// A duration: whole seconds, or a number with a unit (ms, s, m, h).
@@ -188,6 +206,10 @@ pub struct RawNode {
     #[serde(default)]
     #[schemars(with = "Option<u32>", range(min = 1, max = 1000))]
     pub weight: Option<Spanned<i64>>,
+    /// Layer 2: this node's `attach`, overriding the network's.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", length(min = 1, max = 15))]
+    pub attach: Option<Spanned<String>>,
 }
 
 /// The JSON Schema of the topology file, pretty-printed with a final newline.

@@ -15,7 +15,7 @@ use toml::Spanned;
 use crate::naming::Family;
 
 use super::{
-    ConfigError, ConfigErrors, Source,
+    ConfigError, ConfigErrors, Layer, Layer2, Source, layer2,
     overlay::{
         address_span, check_families, check_node_addresses, check_overlays, family_name, items,
     },
@@ -115,6 +115,8 @@ pub struct Network {
     /// A spoke that hears no hub this long after a reload rolls it back.
     pub confirm_after: Duration,
     pub auth: Auth,
+    /// Layer, attach and udp_checksum (`layer2.rs`).
+    pub l2: Layer2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -161,6 +163,8 @@ pub struct Node {
     pub hubs: Vec<String>,
     /// Hubs: the share of spokes placed on this hub (default 1).
     pub weight: u32,
+    /// Layer 2: the node's own `attach`, overriding the network's.
+    pub attach: Option<String>,
 }
 
 impl Network {
@@ -198,6 +202,11 @@ impl Topology {
     /// How long hubs keep a node's learned endpoint without a keepalive.
     pub fn expire_after_of(&self, node: &Node) -> Duration {
         node.expire_after.unwrap_or(self.network.expire_after)
+    }
+
+    /// The interface a node's device is a port of (layer 2), if any.
+    pub fn attach_of<'a>(&'a self, node: &'a Node) -> Option<&'a str> {
+        node.attach.as_deref().or(self.network.l2.attach.as_deref())
     }
 
     /// Hubs in name order.
@@ -267,7 +276,15 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     };
     let mut nodes = BTreeMap::new();
     for (name, node) in raw_nodes.get_ref() {
-        if let Some(n) = check_node(&mut c, name, node.get_ref(), overlays.as_deref(), port) {
+        let layer = network.as_ref().map(|n| n.l2.layer).unwrap_or_default();
+        if let Some(n) = check_node(
+            &mut c,
+            name,
+            node.get_ref(),
+            overlays.as_deref(),
+            port,
+            layer,
+        ) {
             nodes.insert(n.name.clone(), n);
         }
     }
@@ -430,6 +447,11 @@ fn check_network(
             Auth::None
         }
     };
+    let mut l2_errors = Vec::new();
+    let l2 = layer2::check_network(n, datapath, &mut l2_errors);
+    for (span, message) in l2_errors {
+        c.err(span, message);
+    }
     let port = u16::try_from(port).ok().filter(|p| *p != 0);
     let network = (|| {
         Some(Network {
@@ -449,6 +471,7 @@ fn check_network(
             failback_after,
             confirm_after,
             auth,
+            l2,
         })
     })()
     .filter(|_| name_ok);
@@ -498,6 +521,7 @@ fn check_node(
     n: &RawNode,
     overlays: Option<&[IpNet]>,
     port: u16,
+    layer: Layer,
 ) -> Option<Node> {
     let s = name.get_ref();
     if s.is_empty()
@@ -577,6 +601,11 @@ fn check_node(
         Some(h) => h.get_ref().iter().map(|n| n.get_ref().clone()).collect(),
         None => Vec::new(),
     };
+    let mut l2_errors = Vec::new();
+    let attach = layer2::check_node(n, layer, &mut l2_errors);
+    for (span, message) in l2_errors {
+        c.err(span, message);
+    }
     Some(Node {
         name: s.clone(),
         role,
@@ -588,6 +617,7 @@ fn check_node(
         public_key,
         hubs,
         weight,
+        attach,
     })
 }
 

@@ -63,6 +63,8 @@ pub struct Controller {
     resync: Duration,
     pub(super) tally: Tally,
     pub(super) conflicts: Vec<Conflict>,
+    /// What the last reconcile's desired state waits for (a missing master).
+    pub(super) waiting: Vec<crate::reconcile::Waiting>,
     /// Reconcile: running now, wanted (by when, why), failures.
     in_flight: Option<InFlight>,
     wanted: Option<(Instant, String)>,
@@ -164,6 +166,7 @@ impl Controller {
             resync,
             tally: Tally::default(),
             conflicts: Vec::new(),
+            waiting: Vec::new(),
             in_flight: None,
             wanted: Some((now.at, "start".into())),
             next_resync: now.at + resync,
@@ -360,6 +363,7 @@ impl Controller {
         }
         if let Probe::Spoke(s) = &mut self.probe {
             let sends = s.on_tick(t, now.wall_ns);
+            crate::daemon::layer2::note_path_mtu(s, &mut self.tally);
             for (mac, payload) in sends {
                 if let Some(to) = hub_address(&self.topo, mac) {
                     out.push(Effect::Send { to, payload });
@@ -425,6 +429,12 @@ impl Controller {
             }
         }
         self.conflicts = o.conflicts;
+        crate::daemon::layer2::note_waiting(&mut self.waiting, o.waiting);
+        if let Probe::Spoke(s) = &mut self.probe
+            && o.result.is_ok()
+        {
+            s.set_mtu(o.mtu, t);
+        }
         match o.result {
             Ok(applied) => {
                 self.tally.reconcile_ok += 1;
@@ -550,6 +560,7 @@ impl Controller {
             }
             Err(r) => self.tally.count(&format!("rejected_{}", r.label()), 1),
         }
+        crate::daemon::layer2::note_path_mtu(spoke, &mut self.tally);
     }
 
     /// Drift reported by the kernel: the first of a burst is logged, and one

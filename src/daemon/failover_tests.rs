@@ -199,6 +199,8 @@ fn a_silent_primary_hub_fails_over_and_comes_back_after_failback_after() {
         "lvn_hub_primary{node=\"alice\",network=\"lab\",hub=\"h1\"} 0",
         "lvn_hub_up{node=\"alice\",network=\"lab\",hub=\"h1\"} 0",
         "lvn_failovers_total{node=\"alice\",network=\"lab\"} 1",
+        // h2 answered alice's full-size probes (path MTU check).
+        "lvn_hub_path_mtu_ok{node=\"alice\",network=\"lab\",hub=\"h2\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
     }

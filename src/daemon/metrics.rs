@@ -235,6 +235,22 @@ fn hubs_of_a_spoke(o: &mut String, node: &str, status: &Status, primary: Option<
     );
     let n = status.counters.get("failovers").copied().unwrap_or(0);
     let _ = writeln!(o, "lvn_failovers_total{{{node}}} {n}");
+    family(
+        o,
+        "lvn_hub_path_mtu_ok",
+        "gauge",
+        "Spokes: 1 if the path to the hub carries the device MTU, 0 if full-size probes are lost while keepalives are answered; absent while unknown.",
+    );
+    for p in &status.peers {
+        if let Some(Some(ok)) = p.path_mtu_ok {
+            let _ = writeln!(
+                o,
+                "lvn_hub_path_mtu_ok{{{node},hub=\"{}\"}} {}",
+                label(&p.name),
+                u8::from(ok)
+            );
+        }
+    }
 }
 
 /// Tell systemd (Type=notify) about the daemon's state, if it listens.

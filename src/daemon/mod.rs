@@ -16,6 +16,7 @@ mod confirm;
 mod controller;
 mod events;
 mod kernel_watch;
+mod layer2;
 mod metrics;
 mod probes;
 mod reconciler;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::{
     config::Topology,
     datapath::{Datapath, DatapathError, Scope},
-    reconcile::{self, Conflict, Desired, Liveness, PlanError, State, Step},
+    reconcile::{self, Conflict, Desired, Liveness, PlanError, State, Step, Waiting},
 };
 
 /// What the controller asks for.
@@ -30,6 +30,10 @@ pub struct Outcome {
     pub result: Result<Applied, ReconcileError>,
     /// Peers the datapath cannot carry (from the desired state).
     pub conflicts: Vec<Conflict>,
+    /// What the desired state waits for (layer 2: a missing master).
+    pub waiting: Vec<Waiting>,
+    /// The device MTU wanted (VXLAN): what a spoke's path MTU checks test.
+    pub mtu: Option<u32>,
     /// The desired state this reconcile worked towards, once it was
     /// computed: kernel notifications are judged against it (drift).
     pub desired: Option<Arc<State>>,
@@ -63,16 +67,27 @@ pub enum ReconcileError {
     Config(String),
 }
 
+/// What the desired state says beyond its objects.
+#[derive(Default)]
+struct Wanted {
+    waiting: Vec<Waiting>,
+    mtu: Option<u32>,
+    /// The desired state, for judging kernel notifications (drift).
+    desired: Option<Arc<State>>,
+}
+
 /// Run one reconcile against `dp`.
 pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
     let mut applied = Applied::default();
     let mut conflicts = Vec::new();
-    let mut desired = None;
-    let result = run(dp, req, &mut applied, &mut conflicts, &mut desired).await;
+    let mut want = Wanted::default();
+    let result = run(dp, req, &mut applied, &mut conflicts, &mut want).await;
     Outcome {
         result: result.map(|()| applied),
         conflicts,
-        desired,
+        waiting: want.waiting,
+        mtu: want.mtu,
+        desired: want.desired,
         seconds: 0.0,
     }
 }
@@ -82,7 +97,7 @@ async fn run<D: Datapath>(
     req: &Request,
     applied: &mut Applied,
     conflicts: &mut Vec<Conflict>,
-    wanted: &mut Option<Arc<State>>,
+    want: &mut Wanted,
 ) -> Result<(), ReconcileError> {
     for old in &req.retire {
         converge(dp, old, &Desired::default(), applied).await?;
@@ -95,8 +110,10 @@ async fn run<D: Datapath>(
     let observed = observe(dp, &scope).await?;
     let desired = reconcile::desired(&req.topo, me, &observed.underlay, &req.liveness);
     *conflicts = desired.conflicts.clone();
+    want.waiting = desired.waiting.clone();
+    want.mtu = desired.state.link.as_ref().map(|l| l.mtu);
     let plan = reconcile::plan(&desired, &observed)?;
-    *wanted = Some(Arc::new(desired.state));
+    want.desired = Some(Arc::new(desired.state));
     apply(dp, &scope, &plan, applied).await
 }
 

@@ -124,6 +124,8 @@ pub async fn run<D: Datapath + 'static>(
                                 "a reconcile was asked for while one ran".into(),
                             )),
                             conflicts: Vec::new(),
+                            waiting: Vec::new(),
+                            mtu: None,
                             desired: None,
                             seconds: 0.0,
                         }));

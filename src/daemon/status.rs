@@ -44,6 +44,9 @@ pub struct ReconcileStatus {
     pub error: Option<String>,
     /// Seconds until the next try, while failing.
     pub retry_in_secs: Option<f64>,
+    /// What lvn wants and cannot have yet, e.g. a missing `attach` master.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,6 +86,13 @@ pub struct PeerStatus {
     pub unanswered: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Spokes, per hub: whether the path carries the device MTU (null while
+    /// unknown); absent on hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu_ok: Option<Option<bool>>,
+    /// Spokes, per hub: the largest device MTU the path carried, or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<Option<u32>>,
 }
 
 pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
@@ -164,6 +174,9 @@ pub fn table(s: &Status) -> String {
             s.reconcile.error.as_deref().unwrap_or("")
         ));
     }
+    for w in &s.reconcile.waiting {
+        out.push_str(&format!("waiting: {w}\n"));
+    }
     if let Some(bad) = &s.config.rolled_back_from {
         out.push_str(&format!(
             "topology file sha256 {} ROLLED BACK: no hub answered after it was applied; running on sha256 {} (the file is tried again when it changes, or on SIGHUP)\n",
@@ -228,6 +241,23 @@ pub fn table(s: &Status) -> String {
     }
     for p in s.peers.iter().filter_map(|p| p.note.as_ref()) {
         out.push_str(&format!("note: {p}\n"));
+    }
+    for p in &s.peers {
+        match p.path_mtu_ok {
+            Some(Some(false)) => out.push_str(&format!(
+                "path MTU: the path to {} cannot carry the device MTU (keepalives are answered, full-size probes are lost)\n",
+                p.name
+            )),
+            Some(Some(true)) => out.push_str(&format!(
+                "path MTU: the path to {} carries the device MTU{}\n",
+                p.name,
+                p.path_mtu
+                    .flatten()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )),
+            _ => {}
+        }
     }
     out
 }

@@ -41,6 +41,8 @@ impl Controller {
                         rtt_ms: None,
                         unanswered: None,
                         note: conflict.map(ToString::to_string),
+                        path_mtu_ok: None,
+                        path_mtu: None,
                     });
                 }
                 ("hub", None)
@@ -69,6 +71,8 @@ impl Controller {
                         rtt_ms: h.rtt.map(|d| d.as_secs_f64() * 1000.0),
                         unanswered: Some(h.unanswered),
                         note: None,
+                        path_mtu_ok: Some(h.pmtu.ok),
+                        path_mtu: Some(h.pmtu.carried),
                     });
                 }
                 ("spoke", s.reflexive())
@@ -90,6 +94,7 @@ impl Controller {
                 retry_in_secs: r
                     .retry_at
                     .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                waiting: self.waiting.iter().map(ToString::to_string).collect(),
             },
             config: ConfigStatus {
                 sha256: self.sha256.clone(),

@@ -8,8 +8,8 @@ use std::{io, os::fd::AsRawFd};
 
 use rtnetlink::{
     packet_core::{
-        NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
-        NetlinkPayload,
+        NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+        NetlinkMessage, NetlinkPayload,
     },
     packet_route::RouteNetlinkMessage,
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
@@ -158,6 +158,7 @@ fn flags(mode: Mode) -> u16 {
         Mode::Create => NLM_F_CREATE | NLM_F_EXCL,
         Mode::Replace => NLM_F_CREATE | NLM_F_REPLACE,
         Mode::Plain => 0,
+        Mode::Append => NLM_F_CREATE | NLM_F_APPEND,
     }
 }
 

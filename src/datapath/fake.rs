@@ -194,6 +194,14 @@ impl FakeKernel {
             Object::Sysctl(x) => {
                 s.sysctls.insert(x.key.clone(), x.clone());
             }
+            Object::Flood(f) => {
+                if remove {
+                    s.flood.remove(&f.key());
+                } else {
+                    s.flood.insert(f.key(), f.clone());
+                }
+            }
+            Object::Port(p) => s.port = (!remove).then(|| p.clone()),
         }
     }
 }

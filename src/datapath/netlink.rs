@@ -7,8 +7,8 @@ use futures::StreamExt;
 use rtnetlink::{
     Handle,
     packet_core::{
-        NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-        NetlinkMessage, NetlinkPayload,
+        NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+        NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
     },
     packet_route::RouteNetlinkMessage,
     sys::AsyncSocket,
@@ -27,6 +27,8 @@ pub enum Mode {
     Replace,
     /// Modify or delete an existing object.
     Plain,
+    /// Create, beside entries with the same key (all-zero FDB entries).
+    Append,
 }
 
 #[derive(Clone)]
@@ -54,6 +56,7 @@ impl Netlink {
                 Mode::Create => NLM_F_CREATE | NLM_F_EXCL,
                 Mode::Replace => NLM_F_CREATE | NLM_F_REPLACE,
                 Mode::Plain => 0,
+                Mode::Append => NLM_F_CREATE | NLM_F_APPEND,
             };
         let mut handle = self.handle.clone();
         let mut replies = handle

@@ -295,6 +295,11 @@ impl HubProbe {
             counter: self.counter,
             from: self.me.clone(),
             to: name.clone(),
+            // A probe's answer says how long the probe was (the path MTU
+            // check); small itself, the answer always gets back.
+            probe: m
+                .probe
+                .map(|_| u16::try_from(payload.len()).unwrap_or(u16::MAX)),
         };
         Ok(Outcome::Accepted {
             peer: name,
@@ -399,6 +404,7 @@ mod tests {
                     counter: 1,
                     from: from.into(),
                     to: "hub1".into(),
+                    probe: None,
                 },
                 None,
             )

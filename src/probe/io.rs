@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 pub use super::hub::Inner;
-use super::wire::{ETHERTYPE, MAX_MESSAGE};
+use super::wire::{ETHERTYPE, MAX_MESSAGE, MAX_PROBE};
 use crate::reconcile::Mac;
 
 /// A non-blocking, close-on-exec socket (socket2 sets close-on-exec).
@@ -30,6 +30,25 @@ fn socket(domain: Domain, ty: Type, proto: Option<Protocol>) -> io::Result<Socke
 
 /// A BPF program that accepts nothing: for sockets that only send.
 const DROP_ALL: [SockFilter; 1] = [bpf(0x06, 0, 0, 0)];
+
+/// Every EtherType, for a tap socket.
+const ETH_P_ALL: u16 = 0x0003;
+/// Ancillary loads of classic BPF: skb->protocol and skb->pkt_type.
+const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+const SKF_AD_PKTTYPE: u32 = 0xffff_f004;
+/// skb->pkt_type of a frame this host sends (a tap sees those too).
+const PACKET_OUTGOING: u32 = 4;
+
+/// Keepalive frames (EtherType 0x88b5) arriving on the device; not the
+/// frames the device sends.
+const KEEPALIVE_IN: [SockFilter; 6] = [
+    bpf(0x28, 0, 0, SKF_AD_PROTOCOL),  // ldh proto
+    bpf(0x15, 0, 3, ETHERTYPE as u32), // jeq 0x88b5, next, drop
+    bpf(0x30, 0, 0, SKF_AD_PKTTYPE),   // ldb pkttype
+    bpf(0x15, 1, 0, PACKET_OUTGOING),  // jeq outgoing, drop, accept
+    bpf(0x06, 0, 0, 0x0004_0000),      // accept
+    bpf(0x06, 0, 0, 0),                // drop
+];
 
 /// Packets may have queued before the filter was attached: drop them.
 fn drain(sock: &Socket) {
@@ -63,6 +82,11 @@ const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
 /// The `sockaddr_ll` of lvn's device `ifindex` for keepalive frames, to
 /// `to` if given (socket2 builds no link-layer addresses itself).
 fn link_addr(ifindex: u32, to: Option<Mac>) -> io::Result<SockAddr> {
+    link_addr_proto(ifindex, to, ETHERTYPE)
+}
+
+/// The same for EtherType `proto` (`ETH_P_ALL` to bind a receiving socket).
+fn link_addr_proto(ifindex: u32, to: Option<Mac>, proto: u16) -> io::Result<SockAddr> {
     let ifindex = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
     // SAFETY: the storage handed to the closure is zeroed and large enough
@@ -71,7 +95,7 @@ fn link_addr(ifindex: u32, to: Option<Mac>) -> io::Result<SockAddr> {
         SockAddr::try_init(|storage, len| {
             let sll = &mut *storage.cast::<libc::sockaddr_ll>();
             sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETHERTYPE.to_be();
+            sll.sll_protocol = proto.to_be();
             sll.sll_ifindex = ifindex;
             if let Some(mac) = to {
                 sll.sll_halen = 6;
@@ -116,15 +140,20 @@ impl OverlaySocket {
     /// Open on device `ifindex`. `receive` false: a send-only socket that
     /// drops every frame in the kernel (a hub reads the underlay instead).
     pub fn open(ifindex: u32, receive: bool) -> io::Result<OverlaySocket> {
-        let proto = Protocol::from(i32::from(ETHERTYPE.to_be()));
+        // A receiving socket taps every frame (ETH_P_ALL) and filters in
+        // the kernel: on a bridge port or batman-adv hard interface (layer
+        // 2, `attach`) frames go to the master before any socket bound to
+        // one EtherType sees them; taps see them first.
+        let bind_proto = if receive { ETH_P_ALL } else { ETHERTYPE };
+        let proto = Protocol::from(i32::from(bind_proto.to_be()));
         let sock = socket(Domain::PACKET, Type::DGRAM, Some(proto))?;
-        if !receive {
+        if receive {
+            sock.attach_filter(&KEEPALIVE_IN)?;
+        } else {
             sock.attach_filter(&DROP_ALL)?;
         }
-        sock.bind(&link_addr(ifindex, None)?)?;
-        if !receive {
-            drain(&sock);
-        }
+        sock.bind(&link_addr_proto(ifindex, None, bind_proto)?)?;
+        drain(&sock);
         Ok(OverlaySocket {
             fd: register(sock)?,
             ifindex,
@@ -305,7 +334,8 @@ impl UnderlaySocket {
     }
 
     fn read_one(&self) -> io::Result<Option<Sighting>> {
-        let mut buf = [0u8; 2048];
+        // Room for a path MTU probe and its outer headers.
+        let mut buf = [0u8; MAX_PROBE + 128];
         let (n, addr) = recv_from(self.fd.get_ref(), &mut buf)?;
         Ok(addr
             .as_socket()
@@ -362,7 +392,7 @@ fn parse_sighting(buf: &[u8], v6: bool, encap: Encap, sender: IpAddr) -> Option<
     Some(Sighting {
         from: SocketAddr::new(sender, sport),
         inner,
-        payload: payload[..payload.len().min(MAX_MESSAGE + 1)].to_vec(),
+        payload: payload[..payload.len().min(MAX_PROBE + 1)].to_vec(),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod failover;
 pub mod hub;
 pub mod io;
 pub mod keyfile;
+pub mod pmtu;
 pub mod spoke;
 pub mod verify;
 pub mod wire;

@@ -10,6 +10,7 @@ use std::{
 use super::{
     PairKey,
     hub::seal,
+    pmtu::{PathMtu, Verdict},
     verify::{self, Freshness, Reject},
     wire::{self, Kind, Message},
 };
@@ -39,6 +40,8 @@ pub struct HubLink {
     pub answer_counter: u64,
     /// This spoke's address and port as this hub sees them.
     pub reflexive: Option<SocketAddr>,
+    /// Whether the path to this hub carries the device's MTU.
+    pub pmtu: PathMtu,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ pub struct SpokeProbe {
     interval: Duration,
     hubs: BTreeMap<String, HubLink>,
     counter: u64,
+    /// The device MTU the paths are checked for (datapath vxlan).
+    mtu: Option<u32>,
+    /// Path MTU verdicts not yet taken by the caller (for the log).
+    verdicts: Vec<(String, Verdict)>,
 }
 
 impl SpokeProbe {
@@ -63,6 +70,8 @@ impl SpokeProbe {
             interval,
             hubs: BTreeMap::new(),
             counter: 0,
+            mtu: None,
+            verdicts: Vec::new(),
         };
         s.reconfigure(me, auth, interval, hubs);
         s
@@ -96,6 +105,7 @@ impl SpokeProbe {
                 unanswered: 0,
                 answer_counter: 0,
                 reflexive: None,
+                pmtu: PathMtu::default(),
             });
             if auth_changed || link.key != key {
                 link.answer_counter = 0;
@@ -116,34 +126,71 @@ impl SpokeProbe {
         self.counter
     }
 
-    /// Keepalives due now: (hub MAC, payload).
+    /// Keepalives (and path MTU probes) due now: (hub MAC, payload).
     pub fn on_tick(&mut self, now: Instant, counter_hint: u64) -> Vec<(Mac, Vec<u8>)> {
         let mut out = Vec::new();
         for h in self.hubs.values_mut() {
-            if h.next_send.is_some_and(|t| now < t) {
-                continue;
+            let key = h.key.as_ref().filter(|_| self.auth);
+            if h.next_send.is_none_or(|t| now >= t) {
+                self.counter = counter_hint.max(self.counter.saturating_add(1));
+                let m = Message {
+                    kind: Kind::Keepalive,
+                    counter: self.counter,
+                    from: self.me.clone(),
+                    to: h.name.clone(),
+                    probe: None,
+                };
+                h.last_sent = Some(now);
+                h.unanswered = h.unanswered.saturating_add(1);
+                let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
+                h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
+                out.push((h.mac, seal(&m, key)));
             }
-            self.counter = counter_hint.max(self.counter.saturating_add(1));
-            let m = Message {
-                kind: Kind::Keepalive,
-                counter: self.counter,
-                from: self.me.clone(),
-                to: h.name.clone(),
-            };
-            h.last_sent = Some(now);
-            h.unanswered = h.unanswered.saturating_add(1);
-            let early = KEEPALIVE_JITTER * unit_interval(&self.me, &m.counter.to_string());
-            h.next_send = Some(now + self.interval.mul_f64(1.0 - early));
-            out.push((h.mac, seal(&m, h.key.as_ref().filter(|_| self.auth))));
+            if let Some(v) = h.pmtu.check(now) {
+                self.verdicts.push((h.name.clone(), v));
+            }
+            if let Some(size) = h.pmtu.due(now, self.interval, answering(h)) {
+                self.counter = counter_hint.max(self.counter.saturating_add(1));
+                let probe = Message {
+                    kind: Kind::Keepalive,
+                    counter: self.counter,
+                    from: self.me.clone(),
+                    to: h.name.clone(),
+                    probe: Some(0),
+                };
+                if let Some(p) = padded(probe, size, key.is_some()) {
+                    out.push((h.mac, seal(&p, key)));
+                }
+            }
         }
         out
+    }
+
+    /// The device MTU to check the paths for; `None`: no checks.
+    pub fn set_mtu(&mut self, mtu: Option<u32>, now: Instant) {
+        // Larger than a probe may be: not checked (unknown), never "false".
+        let mtu = mtu.filter(|m| usize::try_from(*m).is_ok_and(|m| m <= wire::MAX_PROBE));
+        self.mtu = mtu;
+        for h in self.hubs.values_mut() {
+            h.pmtu.set_size(mtu, now);
+        }
+    }
+
+    /// Path MTU verdicts since the last call, by hub.
+    pub fn take_verdicts(&mut self) -> Vec<(String, Verdict)> {
+        std::mem::take(&mut self.verdicts)
     }
 
     /// When the next keepalive is due.
     pub fn next_due(&self, now: Instant) -> Instant {
         self.hubs
             .values()
-            .map(|h| h.next_send.unwrap_or(now))
+            .map(|h| {
+                let keepalive = h.next_send.unwrap_or(now);
+                h.pmtu
+                    .next_event(answering(h))
+                    .map_or(keepalive, |t| t.min(keepalive))
+            })
             .min()
             .unwrap_or(now + self.interval)
     }
@@ -168,8 +215,25 @@ impl SpokeProbe {
         h.last_answer = Some(now);
         h.rtt = h.last_sent.map(|t| now.saturating_duration_since(t));
         h.unanswered = 0;
+        if h.reflexive != Some(seen) {
+            h.pmtu.path_changed(now);
+        }
         h.reflexive = Some(seen);
+        let verdict = match m.probe {
+            Some(len) => h.pmtu.on_probe_answer(u32::from(len)),
+            None => {
+                h.pmtu.on_answer();
+                None
+            }
+        };
+        if let Some(v) = verdict {
+            self.verdicts.push((h.name.clone(), v));
+        }
         Ok(h.name.clone())
+    }
+
+    pub fn mtu(&self) -> Option<u32> {
+        self.mtu
     }
 
     pub fn hubs(&self) -> &BTreeMap<String, HubLink> {
@@ -180,4 +244,23 @@ impl SpokeProbe {
     pub fn reflexive(&self) -> Option<SocketAddr> {
         self.hubs.values().find_map(|h| h.reflexive)
     }
+}
+
+/// `m` (a probe with no padding yet) padded so the whole message, tag
+/// included, is `size` bytes; `None` if it cannot be (too small or larger
+/// than a probe may be).
+fn padded(mut m: Message, size: u32, tagged: bool) -> Option<Message> {
+    let fixed = wire::encode_body(&m, false).len() + if tagged { wire::TAG_LEN } else { 0 };
+    let size = usize::try_from(size).ok()?;
+    if size > wire::MAX_PROBE {
+        return None;
+    }
+    m.probe = Some(u16::try_from(size.checked_sub(fixed)?).ok()?);
+    Some(m)
+}
+
+/// Small keepalives to `h` are answered: a lost probe then says something
+/// about its size.
+fn answering(h: &HubLink) -> bool {
+    h.last_answer.is_some() && h.unanswered <= 1
 }

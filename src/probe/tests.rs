@@ -115,6 +115,7 @@ fn keepalive(from: &str, counter: u64, key: Option<&PairKey>) -> Vec<u8> {
             counter,
             from: from.into(),
             to: "hub1".into(),
+            probe: None,
         },
         key,
     )
@@ -287,6 +288,7 @@ fn forged_answers_change_nothing_in_the_spoke() {
         counter: later,
         from: "hub1".into(),
         to: "alice".into(),
+        probe: None,
     };
     assert_eq!(
         p.spoke.on_answer(&seal(&answer, None), t1),

@@ -103,6 +103,7 @@ mod tests {
             counter,
             from: "b".into(),
             to: "a".into(),
+            probe: None,
         };
         let bytes = seal(&m, key);
         let decoded = wire::decode(&bytes).expect("decodes");

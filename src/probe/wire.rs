@@ -8,7 +8,8 @@
 //! offset size
 //!  0     4    magic "LVN1"
 //!  4     1    kind: 1 keepalive (spoke -> hub), 2 answer (hub -> spoke)
-//!  5     1    flags: bit 0 = a 16-byte tag follows the body
+//!  5     1    flags: bit 0 = a 16-byte tag follows the body,
+//!             bit 1 = path MTU probe (keepalive) / its answer (answer)
 //!  6     2    reserved, zero
 //!  8     8    counter, big endian: strictly increasing per sender
 //! 16     1    n = length of the sender's node name (1-63)
@@ -19,8 +20,16 @@
 //!  .     1    family of the address the hub saw: 4 or 6
 //!  .     2    port the hub saw, big endian
 //!  .     4|16 address the hub saw
+//!  probe flag only:
+//!  .     2    p, big endian: keepalive: bytes of padding that follow;
+//!             answer: the whole length of the probe it answers
+//!  .     p    keepalive only: zero bytes, so the frame fills the device MTU
 //!  .    16    tag (if flagged): HMAC-SHA256(pair key, every byte before it), truncated
 //! ```
+//!
+//! A probe is a keepalive padded to the device's MTU: sent with the
+//! device's outer DF, it tells whether the path carries full-size packets
+//! (see `pmtu.rs`).
 //! Anything else (short, long, unknown kind or flags, bad names, trailing
 //! bytes) is rejected by [`decode`], which never panics.
 
@@ -31,12 +40,16 @@ pub const ETHERTYPE: u16 = 0x88b5;
 pub const MAGIC: [u8; 4] = *b"LVN1";
 pub const TAG_LEN: usize = 16;
 pub const MAX_NAME: usize = 63;
-/// Longest valid message: header, two names, an IPv6 answer, a tag.
-pub const MAX_MESSAGE: usize = 16 + 1 + MAX_NAME + 1 + MAX_NAME + 19 + TAG_LEN;
+/// Longest valid message without padding: header, two names, an IPv6
+/// answer, a probe length, a tag.
+pub const MAX_MESSAGE: usize = 16 + 1 + MAX_NAME + 1 + MAX_NAME + 19 + 2 + TAG_LEN;
+/// Longest probe (padding included): device MTUs up to this are checked.
+pub const MAX_PROBE: usize = 16384;
 
 const KIND_KEEPALIVE: u8 = 1;
 const KIND_ANSWER: u8 = 2;
 const FLAG_TAG: u8 = 1;
+const FLAG_PROBE: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -52,6 +65,9 @@ pub struct Message {
     pub counter: u64,
     pub from: String,
     pub to: String,
+    /// Path MTU probe: on a keepalive the padding length, on an answer the
+    /// length of the probe answered.
+    pub probe: Option<u16>,
 }
 
 /// A decoded message and what a verifier needs.
@@ -111,7 +127,8 @@ pub fn encode_body(m: &Message, tagged: bool) -> Vec<u8> {
         Kind::Keepalive => KIND_KEEPALIVE,
         Kind::Answer { .. } => KIND_ANSWER,
     });
-    b.push(if tagged { FLAG_TAG } else { 0 });
+    let probe = if m.probe.is_some() { FLAG_PROBE } else { 0 };
+    b.push(if tagged { FLAG_TAG } else { 0 } | probe);
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&m.counter.to_be_bytes());
     for name in [&m.from, &m.to] {
@@ -131,6 +148,12 @@ pub fn encode_body(m: &Message, tagged: bool) -> Vec<u8> {
                 b.extend_from_slice(&seen.port().to_be_bytes());
                 b.extend_from_slice(&a.octets());
             }
+        }
+    }
+    if let Some(p) = m.probe {
+        b.extend_from_slice(&p.to_be_bytes());
+        if m.kind == Kind::Keepalive {
+            b.resize(b.len() + usize::from(p), 0);
         }
     }
     b
@@ -171,7 +194,7 @@ impl<'a> Reader<'a> {
 }
 
 pub fn decode(buf: &[u8]) -> Result<Decoded, WireError> {
-    if buf.len() > MAX_MESSAGE {
+    if buf.len() > MAX_PROBE {
         return Err(WireError::Long);
     }
     let mut r = Reader { buf, at: 0 };
@@ -180,7 +203,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, WireError> {
     }
     let kind = r.byte()?;
     let flags = r.byte()?;
-    if flags & !FLAG_TAG != 0 {
+    if flags & !(FLAG_TAG | FLAG_PROBE) != 0 {
         return Err(WireError::Flags(flags));
     }
     if r.take(2)? != [0, 0] {
@@ -213,6 +236,18 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, WireError> {
         }
         k => return Err(WireError::Kind(k)),
     };
+    let probe = if flags & FLAG_PROBE != 0 {
+        let p = u16::from_be_bytes([r.byte()?, r.byte()?]);
+        if kind == Kind::Keepalive && r.take(usize::from(p))?.iter().any(|b| *b != 0) {
+            return Err(WireError::Reserved);
+        }
+        Some(p)
+    } else {
+        None
+    };
+    if probe.is_none() && buf.len() > MAX_MESSAGE {
+        return Err(WireError::Long);
+    }
     let signed_len = r.at;
     let tag = if flags & FLAG_TAG != 0 {
         let mut t = [0; TAG_LEN];
@@ -230,6 +265,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, WireError> {
             counter: u64::from_be_bytes(counter),
             from,
             to,
+            probe,
         },
         signed_len,
         tag,
@@ -248,7 +284,33 @@ mod tests {
             counter: 42,
             from: "alice".into(),
             to: "hub1".into(),
+            probe: None,
         }
+    }
+
+    #[test]
+    fn a_probe_fills_its_length_and_its_answer_says_which() {
+        let probe = Message {
+            probe: Some(1000),
+            ..keepalive()
+        };
+        let b = encode_body(&probe, false);
+        assert_eq!(b.len(), 16 + 6 + 5 + 2 + 1000);
+        assert_eq!(decode(&b).unwrap().message, probe);
+        let mut bad = b.clone();
+        bad[500] = 1;
+        assert_eq!(decode(&bad), Err(WireError::Reserved));
+        let answer = Message {
+            kind: Kind::Answer {
+                seen: "198.51.100.2:40001".parse().unwrap(),
+            },
+            probe: Some(1450),
+            ..keepalive()
+        };
+        let b = encode_body(&answer, false);
+        assert!(b.len() < MAX_MESSAGE);
+        assert_eq!(decode(&b).unwrap().message, answer);
+        assert_eq!(decode(&vec![0; MAX_PROBE + 1]), Err(WireError::Long));
     }
 
     #[test]
@@ -289,15 +351,18 @@ mod tests {
         t[4] = 9;
         assert_eq!(decode(&t), Err(WireError::Kind(9)));
         let mut t = b.clone();
-        t[5] = 2;
-        assert_eq!(decode(&t), Err(WireError::Flags(2)));
+        t[5] = 4;
+        assert_eq!(decode(&t), Err(WireError::Flags(4)));
         let mut t = b.clone();
         t[17] = b'/';
         assert_eq!(decode(&t), Err(WireError::Name));
         // Flagged as tagged but no tag.
         let t = encode_body(&keepalive(), true);
         assert_eq!(decode(&t), Err(WireError::Short));
-        assert_eq!(decode(&[0; MAX_MESSAGE + 1]), Err(WireError::Long));
+        // Longer than any message without padding.
+        let mut t = b.clone();
+        t.resize(MAX_MESSAGE + 1, 0);
+        assert_eq!(decode(&t), Err(WireError::Long));
     }
 
     proptest! {

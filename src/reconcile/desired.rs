@@ -11,10 +11,10 @@ use ipnet::IpNet;
 
 use super::{
     AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Route, RouteKey, State, Sysctl, Tunnel,
-    Underlay,
+    Underlay, layer2,
 };
 use crate::{
-    config::{Datapath, Node, Role, Topology},
+    config::{Datapath, Layer, Node, Role, Topology},
     naming::{Family, Mac, Setting, SysctlKey, tunnel_name},
 };
 
@@ -45,6 +45,10 @@ pub enum ObjectKey {
     Neigh(IpAddr),
     Route(RouteKey),
     Sysctl(SysctlKey),
+    /// Layer 2 flooding entry, by destination and port.
+    Flood(SocketAddr),
+    /// Layer 2: the device's master.
+    Port,
 }
 
 /// What the keepalive probe knows, as the planner needs it: endpoints learned
@@ -69,6 +73,11 @@ pub struct Desired {
     pub removal_reasons: HashMap<ObjectKey, Reason>,
     /// Peers the datapath cannot carry, and why (FOU: one per remote address).
     pub conflicts: Vec<Conflict>,
+    /// Layer 2: the master `attach` names for this node; with it, a device
+    /// found on another master is drift.
+    pub attach: Option<String>,
+    /// What lvn wants and cannot have yet (a missing master).
+    pub waiting: Vec<super::Waiting>,
 }
 
 /// Two peers behind one public address on datapath "fou": ipip tells
@@ -115,7 +124,12 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
         .hubs()
         .find_map(|h| h.endpoint)
         .map_or(Family::Ipv4, |e| Family::of(e.ip()));
-    let (mtu, mtu_from) = link_mtu(topo, me, underlay, family);
+    let l2 = topo.network.l2.layer == Layer::Two;
+    let (mtu, mtu_from) = if l2 {
+        layer2::fleet_mtu(topo)
+    } else {
+        link_mtu(topo, me, underlay, family)
+    };
     let network = Reason::Network {
         network: topo.network.name.clone(),
         mtu_from,
@@ -295,8 +309,31 @@ fn vxlan(
         mac: Mac::for_overlay(me.address),
         learning: false,
         up: true,
+        udp_checksum: net.l2.udp_checksum,
     });
     d.reasons.insert(ObjectKey::Link, network);
+    if net.l2.layer == Layer::Two {
+        // Layer 2: the device, its FDB and its master; the overlay's
+        // addresses and routes belong to whatever sits on top (a bridge,
+        // batman-adv), not to lvn.
+        for p in peers {
+            let mac = Mac::for_overlay(p.node.address);
+            d.state.fdb.insert(
+                mac,
+                Fdb {
+                    dev: dev.clone(),
+                    mac,
+                    dst: p.endpoint.ip(),
+                    port: p.endpoint.port(),
+                },
+            );
+            d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+            let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
+            layer2::add_flood(d, &dev, &p.name, p.endpoint, learned);
+        }
+        layer2::add_port(d, topo, me, underlay);
+        return;
+    }
     for (a, overlay) in own_overlays(topo, me) {
         let own = IpNet::new(a, overlay.prefix_len()).unwrap_or(overlay);
         add_address(

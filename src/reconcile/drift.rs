@@ -23,6 +23,8 @@ pub enum Change {
         name: String,
         gone: bool,
         link: Option<Link>,
+        /// The device's master's index (layer 2 `attach`), if it has one.
+        master: Option<u32>,
     },
     /// One of lvn's fou tunnels (recognised by its owner alias).
     Tunnel {
@@ -89,6 +91,7 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
             name,
             gone,
             link,
+            master,
         } => {
             let wanted = d.link.as_ref().filter(|l| &l.name == name);
             let known = w.dev(*index);
@@ -103,8 +106,19 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
             {
                 return Some(format!("device {old} renamed to {name}"));
             }
+            // Moved to another master by hand. (No master at all is also
+            // what lvn's own creation of the device reports before it
+            // attaches it; the resync repairs a device taken off by hand.)
+            if let (Some(want), Some(_), Some(m)) = (&d.port, wanted, master)
+                && want.master_index != *m
+            {
+                return Some(format!(
+                    "device {name} moved from {} to another master",
+                    want.master
+                ));
+            }
             match (wanted, link) {
-                (Some(want), Some(have)) if want == have => None,
+                (Some(want), Some(have)) if same_link(want, have) => None,
                 (Some(_), None) => Some(format!("device {name} is not lvn's any more")),
                 _ => Some(format!("device {name} changed")),
             }
@@ -173,6 +187,9 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
             let dev = w.dev(*index)?;
             let own_port = d.link.as_ref().map(|l| l.port);
             let port = port.or(own_port);
+            if *mac == Mac([0; 6]) {
+                return flood_drift(d, dev, *gone, *dst, port);
+            }
             match (gone, d.fdb.get(mac)) {
                 (true, Some(f)) if f.dst == *dst => Some(format!("fdb {mac} removed from {dev}")),
                 (true, _) => None,
@@ -210,6 +227,31 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
                 _ => None,
             }
         }
+    }
+}
+
+/// Equal as far as lvn cares: without `udp_checksum` in the topology,
+/// whatever the kernel chose is right.
+fn same_link(want: &Link, have: &Link) -> bool {
+    match want.udp_checksum {
+        Some(_) => want == have,
+        None => {
+            let have = Link {
+                udp_checksum: None,
+                ..have.clone()
+            };
+            *want == have
+        }
+    }
+}
+
+/// A flooding entry (all-zero MAC, layer 2): one per destination and port.
+fn flood_drift(d: &State, dev: &str, gone: bool, dst: IpAddr, port: Option<u16>) -> Option<String> {
+    let key = std::net::SocketAddr::new(dst, port?);
+    match (gone, d.flood.contains_key(&key)) {
+        (true, true) => Some(format!("flood entry to {key} removed from {dev}")),
+        (false, false) => Some(format!("flood entry to {key} added to {dev}")),
+        _ => None,
     }
 }
 
@@ -311,6 +353,7 @@ mod tests {
             name: DEV.into(),
             gone: true,
             link: None,
+            master: None,
         };
         assert_eq!(drift(&w, &gone).as_deref(), Some("device lvn-lab removed"));
         let addr = Change::Address {
@@ -320,6 +363,70 @@ mod tests {
         };
         assert!(drift(&w, &addr).is_some());
         assert!(drift(&w, &Change::Lost).is_some());
+    }
+
+    #[test]
+    fn layer2_flood_entries_and_master() {
+        use crate::reconcile::{Flood, Port};
+        let mut desired = (*watch().desired).clone();
+        let flood = Flood {
+            dev: DEV.into(),
+            dst: "203.0.113.7".parse().unwrap(),
+            port: 40001,
+        };
+        desired.flood.insert(flood.key(), flood);
+        desired.port = Some(Port {
+            dev: DEV.into(),
+            master: "br0".into(),
+            master_index: 4,
+            hairpin: false,
+        });
+        let link = Link {
+            name: DEV.into(),
+            vni: 1,
+            port: 4789,
+            srcport: (4789, 4790),
+            underlay: crate::naming::Family::Ipv4,
+            local: None,
+            mtu: 1450,
+            mac: mac(1),
+            learning: false,
+            up: true,
+            udp_checksum: None,
+        };
+        desired.link = Some(link.clone());
+        let w = Watch {
+            desired: Arc::new(desired),
+            ..watch()
+        };
+        let zero = |gone, port| Change::Fdb {
+            index: 7,
+            gone,
+            mac: Mac([0; 6]),
+            dst: "203.0.113.7".parse().unwrap(),
+            port: Some(port),
+        };
+        assert_eq!(drift(&w, &zero(false, 40001)), None, "lvn's own entry");
+        assert!(drift(&w, &zero(true, 40001)).is_some_and(|d| d.contains("removed")));
+        assert!(drift(&w, &zero(false, 40002)).is_some_and(|d| d.contains("added")));
+        assert_eq!(drift(&w, &zero(true, 40002)), None, "lvn removing one");
+        // The kernel reports its own udp_checksum; the topology set none.
+        let on = |master| Change::Link {
+            index: 7,
+            name: DEV.into(),
+            gone: false,
+            link: Some(Link {
+                udp_checksum: Some(true),
+                ..link.clone()
+            }),
+            master,
+        };
+        assert_eq!(drift(&w, &on(Some(4))), None);
+        assert_eq!(drift(&w, &on(None)), None, "before lvn attaches it");
+        assert_eq!(
+            drift(&w, &on(Some(9))).as_deref(),
+            Some("device lvn-lab moved from br0 to another master")
+        );
     }
 
     #[test]
@@ -341,6 +448,7 @@ mod tests {
             name: "eth0".into(),
             gone: true,
             link: None,
+            master: None,
         };
         assert_eq!(drift(&w, &link), None);
         // A neighbour the kernel made on lvn's device.

@@ -7,6 +7,9 @@ pub mod bird;
 mod desired;
 pub mod drift;
 pub mod fleet;
+mod layer2;
+#[cfg(test)]
+mod layer2_tests;
 mod model;
 mod plan;
 mod reason;
@@ -16,6 +19,7 @@ pub use desired::{
     Conflict, Desired, FALLBACK_UNDERLAY_MTU, FOU_OVERHEAD_V4, Liveness, ObjectKey,
     VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired,
 };
+pub use layer2::{Flood, Port, Waiting};
 pub use model::{
     AddrKey, Address, Fdb, Fou, Link, Neigh, Observed, Route, RouteKey, State, Sysctl, Tunnel,
     Underlay,

@@ -29,6 +29,9 @@ pub struct Link {
     pub mac: Mac,
     pub learning: bool,
     pub up: bool,
+    /// UDP checksums on encapsulated packets; `None` in desired state: the
+    /// kernel's default, whatever the device has. Fixed at creation.
+    pub udp_checksum: Option<bool>,
 }
 
 impl Link {
@@ -47,6 +50,9 @@ impl Link {
         }
         if self.underlay != old.underlay {
             f.push("underlay family");
+        }
+        if self.udp_checksum.is_some() && self.udp_checksum != old.udp_checksum {
+            f.push("udp_checksum");
         }
         f
     }
@@ -165,6 +171,10 @@ pub struct State {
     pub neighbours: BTreeMap<IpAddr, Neigh>,
     pub routes: BTreeMap<RouteKey, Route>,
     pub sysctls: BTreeMap<SysctlKey, Sysctl>,
+    /// Layer 2 flooding entries, by destination and port.
+    pub flood: BTreeMap<std::net::SocketAddr, super::Flood>,
+    /// Layer 2: the device's master (`attach`).
+    pub port: Option<super::Port>,
 }
 
 impl State {
@@ -178,6 +188,8 @@ impl State {
             + self.neighbours.len()
             + self.routes.len()
             + self.sysctls.len()
+            + self.flood.len()
+            + usize::from(self.port.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -216,6 +228,9 @@ pub struct Underlay {
     /// ipip finds tunnels by outer addresses only, so one remote address
     /// carries one peer; the holder keeps it (no thrashing).
     pub holders: BTreeMap<IpAddr, String>,
+    /// Every device that is not lvn's, by name, with its kind ("bridge",
+    /// "batadv", ...): what `attach` may name.
+    pub kinds: BTreeMap<String, String>,
     /// The kernel has per-device IPv6 `force_forwarding` (Linux 6.17+),
     /// the one way a hub forwards IPv6 without the global switch.
     pub force_forwarding: bool,
@@ -257,6 +272,7 @@ mod tests {
             .into_iter()
             .collect(),
             holders: BTreeMap::new(),
+            kinds: BTreeMap::new(),
             force_forwarding: false,
         };
         assert_eq!(

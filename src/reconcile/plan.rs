@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    Address, Desired, Fdb, Fou, Link, Neigh, ObjectKey, Observed, Reason, Route, State, Sysctl,
-    Tunnel,
+    Address, Desired, Fdb, Flood, Fou, Link, Neigh, ObjectKey, Observed, Port, Reason, Route,
+    State, Sysctl, Tunnel,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +31,8 @@ pub enum Object {
     Neigh(Neigh),
     Route(Route),
     Sysctl(Sysctl),
+    Flood(Flood),
+    Port(Port),
 }
 
 impl Object {
@@ -44,6 +46,8 @@ impl Object {
             Object::Neigh(_) => "neigh",
             Object::Route(_) => "route",
             Object::Sysctl(_) => "sysctl",
+            Object::Flood(_) => "flood",
+            Object::Port(_) => "port",
         }
     }
 }
@@ -142,7 +146,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
     }
 
     let mut steps = Vec::new();
-    let link_step = match (&want.link, &have.link) {
+    // No udp_checksum in the topology: whatever the kernel chose is right.
+    let want_link = match (&want.link, &have.link) {
+        (Some(w), Some(h)) if w.udp_checksum.is_none() => Some(Link {
+            udp_checksum: h.udp_checksum,
+            ..w.clone()
+        }),
+        (w, _) => w.clone(),
+    };
+    let link_step = match (&want_link, &have.link) {
         (Some(w), None) => Some(step(
             Action::Add,
             Object::Link(w.clone()),
@@ -263,6 +275,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
         &mut removes,
         &mut adds,
     );
+    super::layer2::diff_flood(desired, have, &mut removes, &mut adds);
+    if let Some(s) = super::layer2::diff_port(desired, have) {
+        match s.action {
+            Action::Remove => removes.push(s),
+            _ => adds.push(s),
+        }
+    }
     // Sysctls are settings, never removed: a device setting lvn stopped
     // caring about stays as it is. Addresses and routes on a tunnel that
     // goes, go with it.
@@ -302,10 +321,10 @@ fn step(action: Action, object: Object, old: Option<Object>, reason: Reason) -> 
 fn apply_order(o: &Object) -> u8 {
     match o {
         Object::Fou(_) | Object::Link(_) => 0,
-        Object::Tunnel(_) => 1,
+        Object::Tunnel(_) | Object::Port(_) => 1,
         Object::Address(_) => 2,
         Object::Sysctl(_) => 3,
-        Object::Fdb(_) => 4,
+        Object::Fdb(_) | Object::Flood(_) => 4,
         Object::Neigh(_) => 5,
         Object::Route(_) => 6,
     }

@@ -29,6 +29,19 @@ pub enum Reason {
     SpokeRoute { peer: Arc<str> },
     /// Device settings for this node's role.
     Role { role: crate::config::Role },
+    /// Layer 2: broadcast, multicast and unknown unicast to a peer with an
+    /// endpoint (static, or `learned` from its keepalives).
+    Flood { peer: Arc<str>, learned: bool },
+    /// Layer 2: the device is a port of `master` (`attach`), with hairpin
+    /// on a hub's bridge.
+    Attach {
+        master: String,
+        master_kind: String,
+        hairpin: bool,
+    },
+    /// Layer 2: `attach` names an interface that does not exist now, so
+    /// the device is no other interface's port either.
+    MasterMissing { master: String },
     /// lvn owns it and the topology no longer wants it.
     NotDeclared,
     /// The network is not wanted here at all (`lvn down`): the device goes,
@@ -59,6 +72,31 @@ impl fmt::Display for Reason {
                 crate::config::Role::Hub => write!(f, "hub: forwards between spokes"),
                 crate::config::Role::Spoke => write!(f, "spoke: does not forward"),
             },
+            Reason::Flood { peer, learned } => write!(
+                f,
+                "{peer}: flooding to its {} endpoint",
+                if *learned { "learned" } else { "static" }
+            ),
+            Reason::Attach {
+                master,
+                master_kind,
+                hairpin,
+            } => {
+                write!(f, "attach: port of {master} ({master_kind})")?;
+                if *hairpin {
+                    write!(
+                        f,
+                        ", hairpin on: spokes reach each other through this hub's bridge"
+                    )?;
+                }
+                Ok(())
+            }
+            Reason::MasterMissing { master } => {
+                write!(
+                    f,
+                    "attach: {master} does not exist, the device is no other's port"
+                )
+            }
             Reason::NotDeclared => write!(f, "not declared"),
             Reason::Teardown => write!(f, "down: the device and every entry on it"),
         }

@@ -33,7 +33,12 @@ impl fmt::Display for Link {
                 " nolearning"
             },
             if self.up { " up" } else { " down" },
-        )
+        )?;
+        match self.udp_checksum {
+            Some(true) => write!(f, " udpcsum"),
+            Some(false) => write!(f, " noudpcsum"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -133,6 +138,8 @@ impl fmt::Display for Object {
             Object::Neigh(o) => o.fmt(f),
             Object::Route(o) => o.fmt(f),
             Object::Sysctl(o) => o.fmt(f),
+            Object::Flood(o) => o.fmt(f),
+            Object::Port(o) => o.fmt(f),
         }
     }
 }
@@ -170,6 +177,11 @@ fn link_changes(new: &Link, old: &Link) -> String {
         old.learning.to_string(),
     );
     field("up", new.up.to_string(), old.up.to_string());
+    field(
+        "udp_checksum",
+        format!("{:?}", new.udp_checksum),
+        format!("{:?}", old.udp_checksum),
+    );
     c.join(", ")
 }
 
@@ -272,6 +284,10 @@ pub fn state_lines(s: &State) -> String {
     s.fdb.values().for_each(|o| line("fdb", o));
     s.neighbours.values().for_each(|o| line("neigh", o));
     s.routes.values().for_each(|o| line("route", o));
+    s.flood.values().for_each(|o| line("flood", o));
+    if let Some(p) = &s.port {
+        line("port", p);
+    }
     out
 }
 

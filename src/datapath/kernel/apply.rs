@@ -32,10 +32,12 @@ enum Phase {
 /// Steps of one phase have no order among themselves and go in one batch.
 fn phase_of(s: &Step) -> Phase {
     let order = match s.object {
-        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) => return Phase::Device,
+        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) | Object::Port(_) => {
+            return Phase::Device;
+        }
         Object::Address(_) => 1,
         Object::Sysctl(_) => 2,
-        Object::Fdb(_) => 3,
+        Object::Fdb(_) | Object::Flood(_) => 3,
         Object::Neigh(_) => 4,
         Object::Route(_) => 5,
     };
@@ -44,12 +46,15 @@ fn phase_of(s: &Step) -> Phase {
 
 /// "adding fdb 02:.. dst .. port .. dev lvn-x"
 fn describe(s: &Step) -> String {
-    let verb = match s.action {
+    format!("{} {} {}", verb(s.action), s.object.kind(), s.object)
+}
+
+pub(super) fn verb(a: Action) -> &'static str {
+    match a {
         Action::Add => "adding",
         Action::Change => "changing",
         Action::Remove => "removing",
-    };
-    format!("{verb} {} {}", s.object.kind(), s.object)
+    }
 }
 
 impl Kernel {
@@ -100,6 +105,7 @@ impl Kernel {
         match &s.object {
             Object::Link(_) => self.apply_link(scope, s, report).await,
             Object::Tunnel(t) => self.apply_tunnel(scope, s, t, report).await,
+            Object::Port(p) => self.apply_port(s, p, report).await,
             Object::Fou(f) => {
                 let l = listener(f);
                 report.writes += 1;

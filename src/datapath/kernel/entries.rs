@@ -31,6 +31,7 @@ pub(super) fn object_dev(o: &Object) -> Option<&str> {
         Object::Fdb(f) => Some(&f.dev),
         Object::Neigh(n) => Some(&n.dev),
         Object::Route(r) => Some(&r.dev),
+        Object::Flood(f) => Some(&f.dev),
         _ => None,
     }
 }
@@ -40,7 +41,12 @@ pub(super) fn object_dev(o: &Object) -> Option<&str> {
 pub(super) fn entry_request(index: u32, s: &Step) -> Option<(RouteNetlinkMessage, Mode)> {
     let remove = s.action == Action::Remove;
     let (new, del) = match &s.object {
-        Object::Link(_) | Object::Tunnel(_) | Object::Fou(_) | Object::Sysctl(_) => return None,
+        Object::Link(_)
+        | Object::Tunnel(_)
+        | Object::Fou(_)
+        | Object::Port(_)
+        | Object::Sysctl(_) => return None,
+        Object::Flood(f) => return Some(super::layer2::flood_request(index, f, s.action)),
         Object::Address(a) => {
             let m = address_message(index, a);
             (
@@ -138,7 +144,7 @@ fn neigh_message(index: u32, n: &Neigh) -> NeighbourMessage {
     m
 }
 
-fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+pub(super) fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),

@@ -10,7 +10,7 @@ use rtnetlink::{
         IpProtocol,
         link::{
             InfoData, InfoIpTunnel, InfoKind, InfoVxlan, Ip6TunnelFlags, LinkAttribute, LinkFlags,
-            LinkInfo, LinkMessage, TunnelEncapType,
+            LinkInfo, LinkMessage, TunnelEncapType, VxlanDf,
         },
     },
 };
@@ -160,6 +160,17 @@ pub(super) fn vxlan_message(link: &Link) -> LinkMessage {
         None if link.underlay == Family::Ipv6 => b.local6(Ipv6Addr::UNSPECIFIED),
         None => b,
     };
+    // Outer packets are never fragmented (DF set, as Open vSwitch does by
+    // default): a path narrower than the device's MTU then loses the large
+    // packets where the path MTU check (and ICMP "fragmentation needed")
+    // can see it, instead of depending on fragments crossing NATs and
+    // firewalls, which many drop, and on reassembly at the other end.
+    b = b.df(VxlanDf::Set);
+    b = match (link.udp_checksum, link.underlay) {
+        (Some(c), Family::Ipv4) => b.udp_csum(c),
+        (Some(c), Family::Ipv6) => b.udp_zero_csum6_tx(!c),
+        (None, _) => b,
+    };
     if link.up {
         b = b.up();
     }
@@ -259,7 +270,9 @@ pub(super) fn parse_link(l: &LinkMessage, alias: &str) -> Result<Link, String> {
         mac: mac.unwrap_or(Mac([0; 6])),
         learning: true,
         up: l.header.flags.contains(LinkFlags::Up),
+        udp_checksum: None,
     };
+    let (mut csum4, mut zero6) = (None, None);
     for i in info {
         match i {
             InfoVxlan::Id(v) => link.vni = v,
@@ -271,8 +284,14 @@ pub(super) fn parse_link(l: &LinkMessage, alias: &str) -> Result<Link, String> {
                 link.underlay = Family::Ipv6;
                 link.local = Some(IpAddr::V6(a));
             }
+            InfoVxlan::UDPCsum(b) => csum4 = Some(b),
+            InfoVxlan::UDPZeroCsumTX(b) => zero6 = Some(!b),
             _ => {}
         }
     }
+    link.udp_checksum = match link.underlay {
+        Family::Ipv4 => csum4,
+        Family::Ipv6 => zero6,
+    };
     Ok(link)
 }

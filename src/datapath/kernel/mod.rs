@@ -14,6 +14,7 @@
 mod apply;
 mod entries;
 mod fou;
+mod layer2;
 mod link;
 pub mod monitor;
 mod observe;

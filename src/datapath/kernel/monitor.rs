@@ -148,11 +148,16 @@ fn link_change(l: &LinkMessage, gone: bool, network: &str, device: &str) -> Opti
     let link = (name == device)
         .then(|| parse_link(l, &owner_alias(network)).ok())
         .flatten();
+    let master = link
+        .as_ref()
+        .and_then(|_| super::layer2::parse_master(l))
+        .map(|(m, _)| m);
     Some(Change::Link {
         index,
         name,
         gone,
         link,
+        master,
     })
 }
 

@@ -20,6 +20,7 @@ use rtnetlink::packet_route::{
 use super::{
     Kernel,
     entries::{mac_of, neigh_ip, route_ip},
+    layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
     nl_err,
     sysctl::{observe_defaults, observe_settings},
@@ -28,7 +29,7 @@ use crate::{
     config,
     datapath::{DatapathError, Scope},
     naming::{Mac, ROUTE_PROTOCOL, owner_alias, tunnel_peer},
-    reconcile::{Address, Fdb, Link, Neigh, Observed, Route, RouteKey},
+    reconcile::{Address, Fdb, Flood, Link, Neigh, Observed, Route, RouteKey},
 };
 
 impl Kernel {
@@ -74,6 +75,7 @@ impl Kernel {
             .map_err(nl_err("listing links"))?;
         let alias = owner_alias(&scope.network);
         let mut vxlan = None;
+        let mut master = None;
         let mut owned: BTreeMap<u32, String> = BTreeMap::new();
         for m in links {
             let RouteNetlinkMessage::NewLink(l) = m else {
@@ -85,6 +87,7 @@ impl Kernel {
             if name == scope.device {
                 match parse_link(&l, &alias) {
                     Ok(link) => {
+                        master = parse_master(&l);
                         vxlan = Some((index, link));
                         owned.insert(index, name);
                         continue;
@@ -101,8 +104,10 @@ impl Kernel {
                 owned.insert(index, name);
                 continue;
             }
+            obs.underlay.kinds.insert(name.clone(), kind_name(&l));
             obs.other_links.insert(name, link_kind(&l));
         }
+        obs.state.port = port_of(&scope.device, master, &obs.underlay.links);
         Ok((vxlan, owned))
     }
 }
@@ -204,7 +209,12 @@ impl Kernel {
             .neighbours_on(req, index, &format!("listing fdb entries of {dev}"))
             .await?;
         for e in fdb {
-            if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
+            if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
+                let port = e.port.unwrap_or(port);
+                let dev = dev.clone();
+                let f = Flood { dev, dst, port };
+                obs.state.flood.insert(f.key(), f);
+            } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
                 let port = e.port.unwrap_or(port);
                 let dev = dev.clone();
                 obs.state.fdb.insert(

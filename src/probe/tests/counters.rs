@@ -32,6 +32,7 @@ fn counter_from_an_unauthenticated_answer_is_not_recorded() {
             counter: u64::MAX,
             from: "hub1".into(),
             to: "alice".into(),
+            probe: None,
         },
         None,
     );
@@ -109,6 +110,7 @@ fn spoke_resets_answer_counters_when_auth_or_a_key_changes() {
                 counter,
                 from: "hub1".into(),
                 to: "alice".into(),
+                probe: None,
             },
             key,
         )
