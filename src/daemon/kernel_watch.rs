@@ -121,7 +121,7 @@ async fn run(
 }
 
 fn judge(w: &Watched, changes: Vec<Change>, tx: &mpsc::Sender<String>) {
-    for c in changes {
+    for c in drift::latest(changes) {
         if let Some(d) = drift::drift(&w.watch, &c) {
             // A full channel already holds drift to repair: one reconcile
             // repairs it all.
