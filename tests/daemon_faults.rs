@@ -205,9 +205,12 @@ fn the_file_watch_ignores_the_daemons_own_log() {
         &runs,
     ];
     let hub = spawn_in(&f.n.hub, &args, &[], &log);
-    wait_until(WAIT, || hub.output().contains("running").then_some(()))
-        .unwrap_or_else(|| panic!("no info lines by default: {}", hub.output()));
-    assert!(hub.output().contains("+ link lvn-lab"), "{}", hub.output());
+    // "running" comes before the first reconcile's lines: wait for both.
+    wait_until(WAIT, || {
+        let out = hub.output();
+        (out.contains("running") && out.contains("+ link lvn-lab")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no info lines by default: {}", hub.output()));
     std::fs::write(&f.cfg, "[network]\nname = 3\n").unwrap();
     std::thread::sleep(Duration::from_secs(6));
     let out = hub.output();

@@ -27,8 +27,11 @@ use crate::{
     reconcile::{Conflict, Mac},
 };
 
-/// How often a hub looks for expired peers.
+/// A hub looks for expired peers when the first live one would expire (a
+/// scan of every peer finds that time), at most this often...
 pub const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+/// ...and at least this often when no learned peer is live.
+pub const EXPIRY_IDLE: Duration = Duration::from_secs(3600);
 /// How long drift the kernel reports is collected before one reconcile
 /// repairs it all (a device deleted by hand takes its entries with it, in
 /// one burst of notifications).
@@ -75,7 +78,7 @@ pub struct Controller {
     /// Answers waiting for the reconcile that installs their endpoints.
     pending_answers: Vec<(IpAddr, Vec<u8>)>,
     learn_at: Option<Instant>,
-    next_expiry_check: Instant,
+    pub(super) next_expiry_check: Instant,
     /// Saving: something changed since the last save, a save is running,
     /// the next save is due, failures.
     dirty: bool,
@@ -334,8 +337,8 @@ impl Controller {
         if let Probe::Hub(h) = &mut self.probe
             && t >= self.next_expiry_check
         {
-            self.next_expiry_check = t + EXPIRY_CHECK;
-            let gone = h.expire(t);
+            let (gone, next) = h.expire(t);
+            self.next_expiry_check = next.map_or(t + EXPIRY_IDLE, |n| n.max(t + EXPIRY_CHECK));
             for name in &gone {
                 let after = h.peers().get(name).map(|p| p.expire_after);
                 info!(peer = %name, "no keepalive for {after:?}: expired");
@@ -529,6 +532,12 @@ impl Controller {
                 let Some(address) = probes::address_of(&self.topo, &peer) else {
                     return;
                 };
+                // The peer is live until its expire_after from now: the
+                // expiry check must come by then.
+                if let Some(p) = hub.peers().get(&peer) {
+                    let due = now.at + p.expire_after;
+                    self.next_expiry_check = self.next_expiry_check.min(due);
+                }
                 self.tally.count("accepted", 1);
                 self.dirty = true;
                 if changed {

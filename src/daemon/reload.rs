@@ -81,6 +81,8 @@ impl Controller {
         self.sha256 = v.sha256;
         self.text = v.text;
         self.generation += 1;
+        // Peers' expire_after may have changed: look again now.
+        self.next_expiry_check = now.at;
         info!("reload ({why}): applying topology sha256 {}", self.sha256);
         out.push(Effect::Notify("RELOADING=1".into()));
         self.reloading = true;

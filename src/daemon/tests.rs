@@ -548,6 +548,28 @@ fn learned_endpoints_of_a_burst_cost_one_reconcile() {
 }
 
 #[test]
+fn an_idle_hub_wakes_up_for_expiry_only_when_a_peer_may_expire() {
+    let mut sim = hub_sim(None);
+    let mut alice = alice_probe(None);
+    sim.event(heard(keepalive(&mut alice, &sim), nat(40001)));
+    sim.advance(Duration::from_millis(500));
+    // expire_after is 4 s: no scan of the peers before then (it was one
+    // every 250 ms: 10 % of a core at 100k learned spokes).
+    let wake = sim.ctl.next_wakeup(sim.now.at) - sim.now.at;
+    assert!(
+        wake > Duration::from_secs(3),
+        "{}",
+        sim.ctl.debug_timers(sim.now.at)
+    );
+    // Silent, alice expires on time.
+    sim.advance(Duration::from_secs(4));
+    assert!(!sim.fdb_has(alice_mac()), "alice expired");
+    // Nobody is live: the next look is far off.
+    let wake = sim.ctl.next_wakeup(sim.now.at) - sim.now.at;
+    assert!(wake >= Duration::from_secs(20), "{wake:?}");
+}
+
+#[test]
 fn a_burst_of_drift_costs_one_reconcile() {
     let mut sim = hub_sim(None);
     sim.advance(Duration::from_secs(1));

@@ -310,22 +310,29 @@ impl HubProbe {
     }
 
     /// Mark peers silent for longer than their `expire_after` as down;
-    /// returns their names (their entries should go).
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+    /// returns their names (their entries should go), and when the next
+    /// live peer would expire if nothing is heard from it (`None`: no live
+    /// learned peer). Nothing expires before that, so the caller need not
+    /// look again until then, or until a keepalive is accepted.
+    pub fn expire(&mut self, now: Instant) -> (Vec<String>, Option<Instant>) {
         let mut gone = Vec::new();
+        let mut next: Option<Instant> = None;
         for (name, l) in &mut self.live {
             let Some(p) = self.peers.get(name) else {
                 continue;
             };
-            if l.up
-                && p.static_endpoint.is_none()
-                && now.saturating_duration_since(l.last_seen) > p.expire_after
-            {
+            if !l.up || p.static_endpoint.is_some() {
+                continue;
+            }
+            if now.saturating_duration_since(l.last_seen) > p.expire_after {
                 l.up = false;
                 gone.push(name.clone());
+            } else {
+                let at = l.last_seen + p.expire_after;
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        gone
+        (gone, next)
     }
 
     /// Learned endpoints of live peers: what the planner installs.

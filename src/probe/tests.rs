@@ -172,18 +172,24 @@ fn expires_after_silence_and_comes_back() {
     let t0 = Instant::now();
     let s = p.spoke.on_tick(t0, 1);
     accepted(&p.hub.on_keepalive(&s[0].1, nat(40059), alice(), t0, 1));
+    assert_eq!(
+        p.hub.expire(t0 + Duration::from_secs(1)),
+        (vec![], Some(t0 + Duration::from_secs(4))),
+        "nothing to look at before t0 + expire_after"
+    );
     assert!(
-        p.hub.expire(t0 + Duration::from_secs(4)).is_empty(),
+        p.hub.expire(t0 + Duration::from_secs(4)).0.is_empty(),
         "not before expire_after"
     );
     assert_eq!(
-        p.hub.expire(t0 + Duration::from_millis(4001)),
+        p.hub.expire(t0 + Duration::from_millis(4001)).0,
         vec!["alice"]
     );
     assert!(p.hub.learned().is_empty());
-    assert!(
-        p.hub.expire(t0 + Duration::from_secs(60)).is_empty(),
-        "expires once"
+    assert_eq!(
+        p.hub.expire(t0 + Duration::from_secs(60)),
+        (vec![], None),
+        "expires once, and nothing is left to expire"
     );
     let t1 = t0 + Duration::from_secs(61);
     let s = p.spoke.on_tick(t1, 2);
@@ -205,7 +211,7 @@ fn static_peers_never_expire_and_keep_their_endpoint() {
     );
     assert!(!changed, "a static endpoint is not moved by a keepalive");
     assert!(p.hub.learned().is_empty());
-    assert!(p.hub.expire(t0 + Duration::from_secs(3600)).is_empty());
+    assert!(p.hub.expire(t0 + Duration::from_secs(3600)).0.is_empty());
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn restored_expired_peer_refuses_a_replayed_keepalive() {
     let captured = p.spoke.on_tick(t0, WALL).remove(0).1;
     accepted(&p.hub.on_keepalive(&captured, nat(40059), alice(), t0, WALL));
     let t1 = t0 + Duration::from_secs(60);
-    assert_eq!(p.hub.expire(t1), ["alice"]);
+    assert_eq!(p.hub.expire(t1).0, ["alice"]);
 
     let saved: Vec<(String, Live)> = p
         .hub
