@@ -111,9 +111,11 @@ impl Fleet {
             .flatten()
     }
 
-    /// The hub's view of `peer`, once it is in `state`.
+    /// The hub's view of `peer`, once it is in `state`. "up" also waits
+    /// for the peer's entry in the hub's kernel: status says "up" once the
+    /// keepalive is accepted, a moment before the reconcile installs it.
     pub fn wait_peer(&self, peer: &str, state: &str) -> Value {
-        wait_until(WAIT, || {
+        let seen = wait_until(WAIT, || {
             let s = self.status("hub1")?;
             s["peers"]
                 .as_array()?
@@ -121,7 +123,19 @@ impl Fleet {
                 .find(|p| p["name"] == peer && p["state"] == state)
                 .cloned()
         })
-        .unwrap_or_else(|| panic!("hub never saw {peer} {state}: {:?}", self.status("hub1")))
+        .unwrap_or_else(|| panic!("hub never saw {peer} {state}: {:?}", self.status("hub1")));
+        if let (Some(mac), "up") = (overlay_mac(&seen["address"]), state) {
+            wait_until(WAIT, || {
+                let out = run(&[
+                    "ip", "netns", "exec", &self.n.hub, "bridge", "fdb", "show", "dev", "lvn-lab",
+                ]);
+                // No such VXLAN device (fou): nothing to wait for.
+                (!out.status.success() || String::from_utf8_lossy(&out.stdout).contains(&mac))
+                    .then_some(())
+            })
+            .unwrap_or_else(|| panic!("{peer} is up but not in the hub's fdb: {}", self.hub_fdb()));
+        }
+        seen
     }
 
     pub fn hub_fdb(&self) -> String {
@@ -163,6 +177,13 @@ impl Fleet {
         };
         self.start_with(&ns, node, &self.cfg.clone(), &["--key-file", &keys[node].0])
     }
+}
+
+/// The MAC lvn derives from an IPv4 overlay address (02:4c + its bytes).
+fn overlay_mac(address: &Value) -> Option<String> {
+    let ip: std::net::Ipv4Addr = address.as_str()?.parse().ok()?;
+    let [a, b, c, d] = ip.octets();
+    Some(format!("02:4c:{a:02x}:{b:02x}:{c:02x}:{d:02x}"))
 }
 
 pub fn mapped_port(endpoint: &Value) -> u16 {
