@@ -127,7 +127,15 @@ impl Fleet {
         if let (Some(mac), "up") = (overlay_mac(&seen["address"]), state) {
             wait_until(WAIT, || {
                 let out = run(&[
-                    "ip", "netns", "exec", &self.n.hub, "bridge", "fdb", "show", "dev", "lvn-lab",
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.n.hub,
+                    "bridge",
+                    "fdb",
+                    "show",
+                    "dev",
+                    "lvn-lab",
                 ]);
                 // No such VXLAN device (fou): nothing to wait for.
                 (!out.status.success() || String::from_utf8_lossy(&out.stdout).contains(&mac))
