@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
 use rtnetlink::packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressFlags, AddressMessage},
@@ -209,4 +210,44 @@ pub(super) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         _ => None,
     }
+}
+
+/// A unicast route of the main table, as a dump or a notification reports
+/// it; `None` for any other.
+pub(super) struct RouteEntry {
+    pub dst: IpNet,
+    pub metric: u32,
+    pub oif: Option<u32>,
+    pub via: Option<IpAddr>,
+    pub protocol: u8,
+}
+
+pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
+    let mut table = u32::from(r.header.table);
+    let (mut dst, mut via, mut oif, mut metric) = (None, None, None, 0);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Gateway(g) => via = route_ip(g),
+            RouteAttribute::Oif(o) => oif = Some(*o),
+            RouteAttribute::Priority(p) => metric = *p,
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let any = match r.header.address_family {
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let dst = IpNet::new(dst.unwrap_or(any), r.header.destination_prefix_length).ok()?;
+    Some(RouteEntry {
+        dst,
+        metric,
+        oif,
+        via,
+        protocol: u8::from(r.header.protocol),
+    })
 }

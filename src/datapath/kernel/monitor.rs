@@ -3,7 +3,7 @@
 //! each turned into a [`Change`] for the drift check. A socket that
 //! overflowed reports [`Change::Lost`]: anything may have changed.
 
-use std::{io, net::IpAddr, os::fd::AsRawFd};
+use std::{io, os::fd::AsRawFd};
 
 use ipnet::IpNet;
 use rtnetlink::{
@@ -13,14 +13,14 @@ use rtnetlink::{
         address::{AddressAttribute, AddressMessage},
         link::LinkMessage,
         neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
-        route::{RouteAttribute, RouteHeader, RouteMessage, RouteType},
+        route::RouteMessage,
     },
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
 };
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    entries::{mac_of, neigh_ip, route_ip},
+    entries::{mac_of, neigh_ip, route_entry},
     link::{link_alias, link_name_mtu, parse_link, parse_tunnel},
 };
 use crate::{
@@ -213,31 +213,15 @@ fn neigh_change(n: &NeighbourMessage, gone: bool) -> Option<Change> {
 }
 
 fn route_change(r: &RouteMessage, gone: bool) -> Option<Change> {
-    let mut table = u32::from(r.header.table);
-    let (mut dst, mut via, mut oif, mut metric) = (None, None, None, 0);
-    for a in &r.attributes {
-        match a {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(d) => dst = route_ip(d),
-            RouteAttribute::Gateway(g) => via = route_ip(g),
-            RouteAttribute::Oif(o) => oif = Some(*o),
-            RouteAttribute::Priority(p) => metric = *p,
-            _ => {}
-        }
-    }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.kind != RouteType::Unicast {
-        return None;
-    }
-    let any = match r.header.address_family {
-        AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    };
-    let dst = IpNet::new(dst.unwrap_or(any), r.header.destination_prefix_length).ok()?;
+    let e = route_entry(r)?;
     Some(Change::Route {
         gone,
-        key: RouteKey { dst, metric },
-        oif,
-        protocol: u8::from(r.header.protocol),
-        via,
+        key: RouteKey {
+            dst: e.dst,
+            metric: e.metric,
+        },
+        oif: e.oif,
+        protocol: e.protocol,
+        via: e.via,
     })
 }

@@ -3,10 +3,7 @@
 //! seen on the way is recorded only as far as the planner must stay away
 //! from it (foreign devices and routes, kernel-made neighbours).
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 use rtnetlink::packet_route::{
@@ -14,12 +11,12 @@ use rtnetlink::packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage},
     link::LinkMessage,
     neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAttribute, RouteHeader, RouteMessage, RouteType},
+    route::{RouteHeader, RouteMessage},
 };
 
 use super::{
     Kernel,
-    entries::{mac_of, neigh_ip, route_ip},
+    entries::{RouteEntry, mac_of, neigh_ip, route_entry},
     layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
     nl_err,
@@ -313,34 +310,20 @@ impl Kernel {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
             };
-            let mut table = u32::from(r.header.table);
-            let (mut dst, mut via, mut oif, mut metric) = (None, None, None, 0);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Table(t) => table = *t,
-                    RouteAttribute::Destination(d) => dst = route_ip(d),
-                    RouteAttribute::Gateway(g) => via = route_ip(g),
-                    RouteAttribute::Oif(o) => oif = Some(*o),
-                    RouteAttribute::Priority(p) => metric = *p,
-                    _ => {}
-                }
-            }
-            if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.kind != RouteType::Unicast
-            {
-                continue;
-            }
-            let any = match family {
-                AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            };
-            let Ok(dst) = IpNet::new(dst.unwrap_or(any), r.header.destination_prefix_length) else {
+            let Some(RouteEntry {
+                dst,
+                metric,
+                oif,
+                via,
+                protocol: proto,
+            }) = route_entry(&r)
+            else {
                 continue;
             };
             if let Some(o) = oif {
                 obs.underlay.routes.push((dst, o));
             }
             let key = RouteKey { dst, metric };
-            let proto = u8::from(r.header.protocol);
             let ours = oif.and_then(|o| owned.get(&o));
             if let (ROUTE_PROTOCOL, Some(dev)) = (proto, ours) {
                 obs.state.routes.insert(
