@@ -29,6 +29,10 @@ pub(super) struct Confirm {
     pub rejected: Option<String>,
     /// The last good file (SHA-256, text), kept in the state directory.
     pub good: Option<(String, Arc<str>)>,
+    /// SHA-256 of the last good file as written by a save that succeeded,
+    /// and as sent with the save running now.
+    pub good_written: Option<String>,
+    pub good_saving: Option<String>,
 }
 
 #[derive(Debug)]

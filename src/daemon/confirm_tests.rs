@@ -70,6 +70,8 @@ struct Lab {
     hub: HubProbe,
     now: Now,
     saved: Saved,
+    /// Saves that carried the last good file.
+    good_writes: usize,
 }
 
 impl Lab {
@@ -101,6 +103,7 @@ impl Lab {
             hub: HubProbe::new("h1", false, vec![peer]),
             now,
             saved: Saved::default(),
+            good_writes: 0,
         }
     }
 
@@ -114,7 +117,13 @@ impl Lab {
                     self.ctl.on(Event::Reconciled(o), self.now)
                 }
                 Effect::Send { payload, .. } => self.deliver(&payload),
-                Effect::Save(s) => {
+                Effect::Save(mut s) => {
+                    // As on disk: the last good file stays until a save
+                    // brings another.
+                    match s.good {
+                        Some(_) => self.good_writes += 1,
+                        None => s.good = self.saved.good.take(),
+                    }
                     self.saved = s;
                     self.ctl.on(Event::Saved(Ok(())), self.now)
                 }
@@ -193,6 +202,7 @@ fn answered_spoke() -> (Lab, String) {
         Some(good.as_str()),
         "an answered file is kept as the last good one"
     );
+    assert_eq!(lab.good_writes, 1, "written once, not with every save");
     (lab, good)
 }
 
@@ -239,6 +249,10 @@ fn a_reload_that_cuts_the_spoke_off_rolls_back_within_confirm_after() {
     assert_eq!(lab.saved.rejected.as_deref(), Some(bad_sha.as_str()));
     assert_eq!(lab.saved.pending, None);
     assert_eq!(lab.saved.good.as_deref(), Some(good.as_str()));
+    assert_eq!(
+        lab.good_writes, 1,
+        "the good file was on disk all along: no save carries it again"
+    );
 
     // The same file again (a file watch event, a resync) is not applied.
     let writes = lab.dp.writes;

@@ -386,7 +386,13 @@ impl Controller {
             self.save_at = None;
             self.dirty = false;
             self.save_in_flight = true;
-            out.push(Effect::Save(self.saved(now)));
+            let s = self.saved(now);
+            self.confirm.good_saving = s
+                .good
+                .as_ref()
+                .and(self.confirm.good.as_ref())
+                .map(|(sha, _)| sha.clone());
+            out.push(Effect::Save(s));
         }
     }
 
@@ -595,8 +601,12 @@ impl Controller {
         match r {
             Ok(()) => {
                 self.save.succeeded();
+                if let Some(sha) = self.confirm.good_saving.take() {
+                    self.confirm.good_written = Some(sha);
+                }
             }
             Err(e) => {
+                self.confirm.good_saving = None;
                 if self.save.failed(now.at, e.clone()) == Report::New {
                     error!("saving state: {e}; retrying with back-off");
                 }

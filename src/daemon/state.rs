@@ -48,7 +48,8 @@ pub struct Saved {
     /// SHA-256 of a file rolled back: a restart does not apply it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
-    /// The last good file, written beside the state as
+    /// The last good file when it changed since the last save, written
+    /// beside the state as
     /// `<network>.last-good.toml` (not inside it: `lvn apply` keeps the same
     /// file, and an operator can read it).
     #[serde(skip)]
@@ -163,7 +164,14 @@ impl Controller {
             auth: Some(auth_label(&self.topo)),
             pending: self.pending(),
             rejected: self.confirm.rejected.clone(),
-            good: self.confirm.good.as_ref().map(|(_, text)| text.clone()),
+            // The last good file goes with a save only when it changed
+            // since the last one written: it may be megabytes.
+            good: self
+                .confirm
+                .good
+                .as_ref()
+                .filter(|(sha, _)| self.confirm.good_written.as_ref() != Some(sha))
+                .map(|(_, text)| text.clone()),
             ..Saved::default()
         };
         match &self.probe {
