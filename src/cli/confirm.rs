@@ -18,17 +18,17 @@ use tokio::{
 };
 
 use super::session::Session;
-use crate::{config, daemon, datapath::kernel::Kernel};
+use crate::{
+    config,
+    daemon::{self, short},
+    datapath::kernel::Kernel,
+};
 
 /// How long either side waits for the other's line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn socket_path(run_dir: &Path, network: &str) -> PathBuf {
     run_dir.join(format!("{network}.confirm.sock"))
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..12).unwrap_or(sha)
 }
 
 /// The last good file of the session's network, as a session to go back to.

@@ -46,7 +46,9 @@ pub use metrics::text_hash;
 pub use state::{
     DEFAULT_STATE_DIR, Saved, SavedPeer, good_path, load_good, remove_good, save_good,
 };
-pub use status::{DEFAULT_RUN_DIR, PeerStatus, Status, find_socket, query, socket_path, table};
+pub use status::{
+    DEFAULT_RUN_DIR, PeerStatus, Status, find_socket, query, short, socket_path, table,
+};
 
 use crate::{
     config::{self, Auth, Topology},

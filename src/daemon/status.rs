@@ -276,6 +276,7 @@ fn last_seen(p: &PeerStatus) -> String {
     v
 }
 
-fn short(sha: &str) -> &str {
+/// The first 12 hex digits of a SHA-256, as status and `lvn confirm` print it.
+pub fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }

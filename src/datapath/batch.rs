@@ -8,8 +8,8 @@ use std::{io, os::fd::AsRawFd};
 
 use rtnetlink::{
     packet_core::{
-        NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-        NetlinkMessage, NetlinkPayload,
+        DecodeError, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+        NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
     },
     packet_route::RouteNetlinkMessage,
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
@@ -128,11 +128,8 @@ impl Batch {
                 Ok(r) => r?,
                 Err(_would_block) => continue,
             };
-            let mut bytes = &self.inb[..n];
-            while bytes.len() >= 16 {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                    .map_err(|e| io::Error::other(format!("decoding an ack: {e}")))?;
-                let len = (m.header.length as usize + 3) & !3;
+            for m in datagram(&self.inb[..n]) {
+                let m = m.map_err(|e| io::Error::other(format!("decoding an ack: {e}")))?;
                 let i = m.header.sequence_number.wrapping_sub(first) as usize;
                 if let (NetlinkPayload::Error(e), Some(slot)) = (m.payload, results.get_mut(i))
                     && slot.is_none()
@@ -143,14 +140,37 @@ impl Batch {
                     });
                     missing -= 1;
                 }
-                if len == 0 || len > bytes.len() {
-                    break;
-                }
-                bytes = &bytes[len..];
             }
         }
         Ok(())
     }
+}
+
+/// The messages of one netlink datagram, in order (each padded to 4
+/// bytes); a message that does not decode ends it with its error.
+pub fn datagram(
+    mut bytes: &[u8],
+) -> impl Iterator<Item = Result<NetlinkMessage<RouteNetlinkMessage>, DecodeError>> + '_ {
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || bytes.len() < 16 {
+            return None;
+        }
+        let m = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                failed = true;
+                return Some(Err(e));
+            }
+        };
+        let len = (m.header.length as usize + 3) & !3;
+        bytes = if len == 0 || len > bytes.len() {
+            &[]
+        } else {
+            &bytes[len..]
+        };
+        Some(Ok(m))
+    })
 }
 
 fn flags(mode: Mode) -> u16 {

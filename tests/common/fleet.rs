@@ -126,17 +126,7 @@ impl Fleet {
         .unwrap_or_else(|| panic!("hub never saw {peer} {state}: {:?}", self.status("hub1")));
         if let (Some(mac), "up") = (overlay_mac(&seen["address"]), state) {
             wait_until(WAIT, || {
-                let out = run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.n.hub,
-                    "bridge",
-                    "fdb",
-                    "show",
-                    "dev",
-                    "lvn-lab",
-                ]);
+                let out = run(&self.hub_fdb_command());
                 // No such VXLAN device (fou): nothing to wait for.
                 (!out.status.success() || String::from_utf8_lossy(&out.stdout).contains(&mac))
                     .then_some(())
@@ -146,8 +136,9 @@ impl Fleet {
         seen
     }
 
-    pub fn hub_fdb(&self) -> String {
-        sh(&[
+    /// `bridge fdb show dev lvn-lab` in the hub's namespace.
+    fn hub_fdb_command(&self) -> [&str; 9] {
+        [
             "ip",
             "netns",
             "exec",
@@ -157,7 +148,11 @@ impl Fleet {
             "show",
             "dev",
             "lvn-lab",
-        ])
+        ]
+    }
+
+    pub fn hub_fdb(&self) -> String {
+        sh(&self.hub_fdb_command())
     }
 
     /// `text` with `auth = "keys"` and a fresh key for each of `nodes`:

@@ -7,7 +7,7 @@ use std::{io, os::fd::AsRawFd};
 
 use ipnet::IpNet;
 use rtnetlink::{
-    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_core::NetlinkPayload,
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
         address::{AddressAttribute, AddressMessage},
@@ -20,6 +20,7 @@ use rtnetlink::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
+    super::batch::datagram,
     entries::{mac_of, neigh_ip, route_entry},
     link::{link_alias, link_name_mtu, parse_link, parse_tunnel},
 };
@@ -96,23 +97,15 @@ pub fn is_overflow(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
-/// The messages of one datagram.
-fn split(mut bytes: &[u8]) -> Vec<RouteNetlinkMessage> {
-    let mut out = Vec::new();
-    while bytes.len() >= 16 {
-        let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
-            break;
-        };
-        let len = (m.header.length as usize + 3) & !3;
-        if let NetlinkPayload::InnerMessage(inner) = m.payload {
-            out.push(inner);
-        }
-        if len == 0 || len > bytes.len() {
-            break;
-        }
-        bytes = &bytes[len..];
-    }
-    out
+/// The messages of one datagram, up to one that does not decode.
+fn split(bytes: &[u8]) -> Vec<RouteNetlinkMessage> {
+    datagram(bytes)
+        .map_while(Result::ok)
+        .filter_map(|m| match m.payload {
+            NetlinkPayload::InnerMessage(inner) => Some(inner),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What a notification changed, for network `network` whose VXLAN device
