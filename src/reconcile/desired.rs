@@ -157,6 +157,23 @@ struct Direct<'a> {
     why: Reason,
 }
 
+/// The unicast FDB entry of a peer (both layers): its MAC behind its
+/// endpoint. Returns the MAC.
+fn add_fdb(d: &mut Desired, dev: &str, p: &Direct) -> Mac {
+    let mac = Mac::for_overlay(p.node.address);
+    d.state.fdb.insert(
+        mac,
+        Fdb {
+            dev: dev.to_string(),
+            mac,
+            dst: p.endpoint.ip(),
+            port: p.endpoint.port(),
+        },
+    );
+    d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+    mac
+}
+
 /// Hubs talk to every node, spokes to hubs. Peers without an endpoint
 /// (neither declared nor learned) get nothing; expired ones get a reason
 /// for the removal of what they had.
@@ -317,17 +334,7 @@ fn vxlan(
         // addresses and routes belong to whatever sits on top (a bridge,
         // batman-adv), not to lvn.
         for p in peers {
-            let mac = Mac::for_overlay(p.node.address);
-            d.state.fdb.insert(
-                mac,
-                Fdb {
-                    dev: dev.clone(),
-                    mac,
-                    dst: p.endpoint.ip(),
-                    port: p.endpoint.port(),
-                },
-            );
-            d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+            add_fdb(d, &dev, p);
             let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
             layer2::add_flood(d, &dev, &p.name, p.endpoint, learned);
         }
@@ -347,17 +354,7 @@ fn vxlan(
         );
     }
     for p in peers {
-        let mac = Mac::for_overlay(p.node.address);
-        d.state.fdb.insert(
-            mac,
-            Fdb {
-                dev: dev.clone(),
-                mac,
-                dst: p.endpoint.ip(),
-                port: p.endpoint.port(),
-            },
-        );
-        d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+        let mac = add_fdb(d, &dev, p);
         // One MAC for every family of the peer: one device carries both.
         for &address in &p.node.addresses {
             d.state.neighbours.insert(
