@@ -67,6 +67,7 @@ fn version(text: &str) -> Version {
 struct Lab {
     ctl: Controller,
     dp: FakeKernel,
+    memo: reconciler::Memo,
     hub: HubProbe,
     now: Now,
     saved: Saved,
@@ -100,6 +101,7 @@ impl Lab {
         Lab {
             ctl,
             dp: FakeKernel::default(),
+            memo: reconciler::Memo::default(),
             hub: HubProbe::new("h1", false, vec![peer]),
             now,
             saved: Saved::default(),
@@ -113,7 +115,11 @@ impl Lab {
             let Some(e) = queue.pop() else { return };
             let more = match e {
                 Effect::Reconcile(req) => {
-                    let o = futures::executor::block_on(reconciler::execute(&mut self.dp, &req));
+                    let o = futures::executor::block_on(reconciler::execute(
+                        &mut self.dp,
+                        &mut self.memo,
+                        &req,
+                    ));
                     self.ctl.on(Event::Reconciled(o), self.now)
                 }
                 Effect::Send { payload, .. } => self.deliver(&payload),
@@ -359,13 +365,14 @@ fn a_hub_never_rolls_back() {
     let mut ctl =
         Controller::new("h1", v, &Saved::default(), Duration::from_secs(30), now).expect("hub");
     let mut dp = FakeKernel::default();
+    let mut memo = reconciler::Memo::default();
     let mut t = now;
     let mut run = |ctl: &mut Controller, ev: Event, t: Now| {
         let mut q = ctl.on(ev, t);
         for _ in 0..100 {
             let Some(e) = q.pop() else { return };
             if let Effect::Reconcile(req) = e {
-                let o = futures::executor::block_on(reconciler::execute(&mut dp, &req));
+                let o = futures::executor::block_on(reconciler::execute(&mut dp, &mut memo, &req));
                 q.extend(ctl.on(Event::Reconciled(o), t));
             }
         }

@@ -5,6 +5,7 @@
 //! distinct error. The runner (`runner.rs`) does the I/O.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -93,6 +94,10 @@ pub struct Controller {
     pub(super) reloading: bool,
     /// Drift reported since the last reconcile started.
     drift_burst: u64,
+    /// Peers changed since the last reconcile started, in the probe or in
+    /// the file; `None`: something beyond peers changed (or the last
+    /// reconcile failed), so the next looks at everything.
+    touched: Option<BTreeSet<String>>,
 }
 
 struct InFlight {
@@ -187,6 +192,7 @@ impl Controller {
             ready: false,
             reloading: false,
             drift_burst: 0,
+            touched: None,
         };
         let fallback = start.instead_of.is_some();
         match start.instead_of {
@@ -242,7 +248,10 @@ impl Controller {
             Event::Config(loaded) => self.on_config(loaded, now, &mut out),
             Event::Reconciled(outcome) => self.on_reconciled(outcome, now, &mut out),
             Event::Saved(r) => self.on_saved(r, now),
-            Event::KernelChanged => self.want(now.at, "kernel changed"),
+            Event::KernelChanged => {
+                self.touch_all();
+                self.want(now.at, "kernel changed");
+            }
             Event::Drift(d) => self.on_drift(&d, now.at),
         }
         self.poll(now, &mut out);
@@ -291,11 +300,27 @@ impl Controller {
     /// (hub), the current primary hub (spoke).
     pub(super) fn liveness(&self) -> crate::reconcile::Liveness {
         let mut l = self.probe.liveness();
-        l.primary = self
-            .failover
-            .as_ref()
-            .and_then(|f| f.primary().map(str::to_string));
+        l.primary = self.liveness_primary();
         l
+    }
+
+    fn liveness_primary(&self) -> Option<String> {
+        self.failover
+            .as_ref()
+            .and_then(|f| f.primary().map(str::to_string))
+    }
+
+    /// Something beyond single peers changed: the next reconcile looks at
+    /// everything.
+    pub(super) fn touch_all(&mut self) {
+        self.touched = None;
+    }
+
+    /// `peer` changed (in the probe or the file).
+    pub(super) fn touch(&mut self, peer: &str) {
+        if let Some(t) = &mut self.touched {
+            t.insert(peer.to_string());
+        }
     }
 
     /// Ask for a reconcile by `at` (coalesced with any other request).
@@ -342,6 +367,9 @@ impl Controller {
             for name in &gone {
                 let after = h.peers().get(name).map(|p| p.expire_after);
                 info!(peer = %name, "no keepalive for {after:?}: expired");
+                if let Some(t) = &mut self.touched {
+                    t.insert(name.clone());
+                }
             }
             if !gone.is_empty() {
                 self.want(t, "expiry");
@@ -358,6 +386,7 @@ impl Controller {
                 warn!(hub = %c.to, "primary hub {from} -> {}: {from} silent for {:?}, failing over", c.to, self.topo.network.failover_after);
                 self.tally.count("failovers", 1);
             }
+            self.touched = None;
             self.want(t, "primary hub changed");
         }
         self.check_window(now, out);
@@ -416,12 +445,27 @@ impl Controller {
             why: why.clone(),
             generation: self.generation,
         });
+        // The resync and retries look at everything; otherwise only what
+        // changed needs planning.
+        let changed = match self.touched.replace(BTreeSet::new()) {
+            Some(_) if why == "resync" || why == "retry" => None,
+            t => t,
+        };
+        let liveness = match &changed {
+            None => self.liveness(),
+            Some(names) => {
+                let mut l = self.probe.liveness_of(names);
+                l.primary = self.liveness_primary();
+                l
+            }
+        };
         out.push(Effect::Reconcile(Request {
             why,
             topo: self.topo.clone(),
             node: self.node.clone(),
-            liveness: self.liveness(),
+            liveness,
             retire: self.retire.clone(),
+            changed,
         }));
     }
 
@@ -485,6 +529,7 @@ impl Controller {
             }
             Err(e) => {
                 self.tally.reconcile_failed += 1;
+                self.touch_all();
                 let msg = e.to_string();
                 let report = self.reconcile.failed(t, msg.clone());
                 let delay = self.reconcile.current_delay();
@@ -548,6 +593,9 @@ impl Controller {
                 self.dirty = true;
                 if changed {
                     info!(peer = %peer, endpoint = %from, "learned endpoint");
+                    if let Some(t) = &mut self.touched {
+                        t.insert(peer.to_string());
+                    }
                     self.tally.count("endpoint_changes", 1);
                     self.pending_answers.push((address, answer));
                     self.learn_at.get_or_insert(now.at + LEARN_BATCH);
@@ -582,6 +630,7 @@ impl Controller {
     /// reconcile repairs the burst.
     fn on_drift(&mut self, d: &str, t: Instant) {
         self.tally.drift = self.tally.drift.saturating_add(1);
+        self.touch_all();
         if self.drift_burst == 0 {
             info!("drift: {d}; repairing");
         } else {

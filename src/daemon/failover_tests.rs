@@ -51,6 +51,7 @@ hubs = ["h1", "h2"]
 struct Lab {
     spoke: Controller,
     dp: FakeKernel,
+    memo: reconciler::Memo,
     hubs: Vec<(IpAddr, HubProbe, bool)>,
     now: Now,
 }
@@ -89,6 +90,7 @@ impl Lab {
         Lab {
             spoke,
             dp: FakeKernel::default(),
+            memo: reconciler::Memo::default(),
             hubs,
             now,
         }
@@ -100,7 +102,11 @@ impl Lab {
             let Some(e) = queue.pop() else { return };
             let more = match e {
                 Effect::Reconcile(req) => {
-                    let o = futures::executor::block_on(reconciler::execute(&mut self.dp, &req));
+                    let o = futures::executor::block_on(reconciler::execute(
+                        &mut self.dp,
+                        &mut self.memo,
+                        &req,
+                    ));
                     self.spoke.on(Event::Reconciled(o), self.now)
                 }
                 Effect::Send { to, payload } => self.deliver(to, &payload),

@@ -13,7 +13,10 @@ use tracing::warn;
 
 use crate::{
     datapath::kernel::monitor::{self, Monitor},
-    reconcile::drift::{self, Change},
+    reconcile::{
+        ObjectKey, State, delta,
+        drift::{self, Change},
+    },
 };
 
 /// Changes kept while a reconcile runs; past this, the burst counts as
@@ -61,17 +64,37 @@ impl KernelWatch {
         });
     }
 
-    /// The reconcile is done; judge by `watch` from now on (by the old one
-    /// if it computed none).
-    pub fn done(&self, watch: Option<drift::Watch>) {
+    /// The reconcile is done; judge by what it says from now on (by the
+    /// old state if it computed none).
+    pub fn done(&self, judge: Option<Judge>) {
         self.watched.send_modify(|w| {
             let w = Arc::make_mut(w);
             w.busy = false;
-            if let Some(new) = watch {
-                w.watch = Arc::new(new);
+            match judge {
+                Some(Judge::By(new)) => w.watch = Arc::new(new),
+                Some(Judge::Patch { keys, from }) => {
+                    // In place: nobody else holds the state between
+                    // reconciles, so a change to a few peers costs what it
+                    // changes, not a copy of the whole state.
+                    let watch = Arc::make_mut(&mut w.watch);
+                    let state = Arc::make_mut(&mut watch.desired);
+                    delta::patch(state, &keys, &from);
+                }
+                None => {}
             }
         });
     }
+}
+
+/// What a finished reconcile asks the watch to judge by.
+pub enum Judge {
+    /// A whole new desired state (and lvn's devices).
+    By(drift::Watch),
+    /// The objects at `keys` are now as in `from` (absent: gone).
+    Patch {
+        keys: Vec<ObjectKey>,
+        from: Box<State>,
+    },
 }
 
 async fn run(

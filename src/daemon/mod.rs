@@ -32,6 +32,8 @@ mod watch;
 #[cfg(test)]
 mod confirm_tests;
 #[cfg(test)]
+mod delta_tests;
+#[cfg(test)]
 mod failover_tests;
 #[cfg(test)]
 mod runner_tests;

@@ -3,7 +3,7 @@
 //! old one, so a failure leaves the running probe, and all it learned,
 //! untouched.
 
-use std::{net::IpAddr, time::Instant};
+use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use crate::{
     config::{self, Auth, Role, Topology},
@@ -83,23 +83,43 @@ impl Probe {
     /// expired ones (for their reasons). The probe is the only source.
     pub fn liveness(&self) -> Liveness {
         match self {
-            Probe::Hub(h) => Liveness {
-                learned: h.learned(),
-                expired: h
-                    .live()
-                    .iter()
-                    .filter(|(_, l)| !l.up)
-                    .filter_map(|(name, _)| {
-                        let p = h.peers().get(name)?;
-                        p.static_endpoint
-                            .is_none()
-                            .then(|| (name.clone(), p.expire_after))
-                    })
-                    .collect(),
-                primary: None,
-            },
+            Probe::Hub(h) => {
+                let mut l = Liveness::default();
+                for name in h.live().keys() {
+                    hub_liveness(h, name, &mut l);
+                }
+                l
+            }
             Probe::Spoke(_) => Liveness::default(),
         }
+    }
+
+    /// [`Probe::liveness`] of `names` only.
+    pub fn liveness_of(&self, names: &BTreeSet<String>) -> Liveness {
+        let mut l = Liveness::default();
+        if let Probe::Hub(h) = self {
+            for name in names {
+                hub_liveness(h, name, &mut l);
+            }
+        }
+        l
+    }
+}
+
+/// One peer's entry in the liveness a hub's planner gets: its learned
+/// endpoint while it is up, its expiry once it is down (peers with a
+/// static endpoint have neither).
+fn hub_liveness(h: &HubProbe, name: &str, l: &mut Liveness) {
+    let (Some(live), Some(p)) = (h.live().get(name), h.peers().get(name)) else {
+        return;
+    };
+    if p.static_endpoint.is_some() {
+        return;
+    }
+    if live.up {
+        l.learned.insert(name.to_string(), live.endpoint);
+    } else {
+        l.expired.insert(name.to_string(), p.expire_after);
     }
 }
 

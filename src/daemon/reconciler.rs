@@ -4,12 +4,15 @@
 //! kernel with it and the controller's tests drive the fake kernel with the
 //! very same code.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use crate::{
     config::Topology,
     datapath::{Datapath, DatapathError, Scope},
-    reconcile::{self, Conflict, Desired, Liveness, PlanError, State, Step, Waiting},
+    reconcile::{
+        self, Conflict, Desired, Liveness, ObjectKey, PlanError, State, Step, Waiting,
+        delta::{self, Known},
+    },
 };
 
 /// What the controller asks for.
@@ -19,9 +22,37 @@ pub struct Request {
     pub why: String,
     pub topo: Arc<Topology>,
     pub node: String,
+    /// Every peer's liveness; with `changed`, only the changed peers'.
     pub liveness: Liveness,
     /// Scopes of earlier topologies whose objects must go first.
     pub retire: Vec<Scope>,
+    /// `None`: look at everything. `Some`: only these peers changed (in the
+    /// probe or in the file) since the last reconcile, which succeeded; the
+    /// reconciler may plan their objects only (`reconcile::delta`).
+    pub changed: Option<BTreeSet<String>>,
+}
+
+/// What one reconcile leaves for the next: how it got to what the kernel
+/// now holds. Forgotten on any failure.
+#[derive(Debug, Default)]
+pub struct Memo {
+    last: Option<(Scope, Known)>,
+    /// Reconciles that planned a few peers only, and ones that looked at
+    /// everything (for tests and the log).
+    pub narrowed: usize,
+    pub full: usize,
+}
+
+/// The desired state, for judging kernel notifications (drift).
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// All of it.
+    Full(Arc<State>),
+    /// The objects at `keys` are now as in `from` (absent: gone).
+    Patch {
+        keys: Vec<ObjectKey>,
+        from: Box<State>,
+    },
 }
 
 /// What happened.
@@ -36,7 +67,7 @@ pub struct Outcome {
     pub mtu: Option<u32>,
     /// The desired state this reconcile worked towards, once it was
     /// computed: kernel notifications are judged against it (drift).
-    pub desired: Option<Arc<State>>,
+    pub desired: Option<Update>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
 }
@@ -73,15 +104,43 @@ struct Wanted {
     waiting: Vec<Waiting>,
     mtu: Option<u32>,
     /// The desired state, for judging kernel notifications (drift).
-    desired: Option<Arc<State>>,
+    desired: Option<Update>,
 }
 
-/// Run one reconcile against `dp`.
-pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
+/// Run one reconcile against `dp`, narrowed to the changed peers where
+/// `memo` allows.
+pub async fn execute<D: Datapath>(dp: &mut D, memo: &mut Memo, req: &Request) -> Outcome {
     let mut applied = Applied::default();
     let mut conflicts = Vec::new();
     let mut want = Wanted::default();
-    let result = run(dp, req, &mut applied, &mut conflicts, &mut want).await;
+    let last = memo.last.take();
+    let result = match narrowed(last, req) {
+        Ok((scope, mut known, n)) => {
+            memo.narrowed += 1;
+            let r = apply(dp, &scope, &n, &mut applied).await;
+            if r.is_ok() {
+                let changed = req.changed.as_ref().expect("narrowed");
+                known.learn(req.topo.clone(), changed, &n);
+                want.desired = Some(Update::Patch {
+                    keys: n.keys,
+                    from: Box::new(n.desired.state),
+                });
+                memo.last = Some((scope, known));
+            }
+            r
+        }
+        Err(last) => {
+            memo.full += 1;
+            let r = run(dp, req, last, &mut applied, &mut conflicts, &mut want).await;
+            match r {
+                Ok(known) => {
+                    memo.last = known;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
     Outcome {
         result: result.map(|()| applied),
         conflicts,
@@ -92,13 +151,44 @@ pub async fn execute<D: Datapath>(dp: &mut D, req: &Request) -> Outcome {
     }
 }
 
+/// The narrowed inputs of `req`, or why not: the memo back (a full
+/// reconcile still merges the changed peers' liveness into it).
+#[allow(clippy::result_large_err)]
+fn narrowed(
+    last: Option<(Scope, Known)>,
+    req: &Request,
+) -> Result<(Scope, Known, delta::Narrowed), Option<(Scope, Known)>> {
+    let (Some((scope, known)), Some(changed)) = (last, &req.changed) else {
+        return Err(None);
+    };
+    if !req.retire.is_empty() || scope != Scope::of(&req.topo.network) {
+        return Err(Some((scope, known)));
+    }
+    match known.narrow(&req.topo, &req.node, changed, &req.liveness) {
+        Some(n) => Ok((scope, known, n)),
+        None => Err(Some((scope, known))),
+    }
+}
+
 async fn run<D: Datapath>(
     dp: &mut D,
     req: &Request,
+    last: Option<(Scope, Known)>,
     applied: &mut Applied,
     conflicts: &mut Vec<Conflict>,
     want: &mut Wanted,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<(Scope, Known)>, ReconcileError> {
+    // Every peer's liveness: the request's, or the memo's with the changed
+    // peers' from the request.
+    let liveness = match (&req.changed, &last) {
+        (None, _) => req.liveness.clone(),
+        (Some(changed), Some((_, known))) => known.merged(changed, &req.liveness),
+        (Some(_), None) => {
+            return Err(ReconcileError::Config(
+                "a reconcile of a few peers came without the last one to start from; the next looks at everything".into(),
+            ));
+        }
+    };
     for old in &req.retire {
         converge(dp, old, &Desired::default(), applied).await?;
     }
@@ -108,13 +198,26 @@ async fn run<D: Datapath>(
         .node(&req.node)
         .map_err(|e| ReconcileError::Config(e.to_string()))?;
     let observed = observe(dp, &scope).await?;
-    let desired = reconcile::desired(&req.topo, me, &observed.underlay, &req.liveness);
+    let desired = reconcile::desired(&req.topo, me, &observed.underlay, &liveness);
     *conflicts = desired.conflicts.clone();
     want.waiting = desired.waiting.clone();
     want.mtu = desired.state.link.as_ref().map(|l| l.mtu);
     let plan = reconcile::plan(&desired, &observed)?;
-    want.desired = Some(Arc::new(desired.state));
-    apply(dp, &scope, &plan, applied).await
+    let known = Known::new(req.topo.clone(), &req.node, liveness, &observed, &desired);
+    want.desired = Some(Update::Full(Arc::new(desired.state)));
+    apply_plan(dp, &scope, &plan, applied).await?;
+    Ok(known.map(|k| (scope, k)))
+}
+
+/// Plan and apply a narrowed change.
+async fn apply<D: Datapath>(
+    dp: &mut D,
+    scope: &Scope,
+    n: &delta::Narrowed,
+    applied: &mut Applied,
+) -> Result<(), ReconcileError> {
+    let plan = reconcile::plan(&n.desired, &n.observed)?;
+    apply_plan(dp, scope, &plan, applied).await
 }
 
 /// Make `scope` match `desired` (used to remove a retired scope).
@@ -126,7 +229,7 @@ async fn converge<D: Datapath>(
 ) -> Result<(), ReconcileError> {
     let observed = observe(dp, scope).await?;
     let plan = reconcile::plan(desired, &observed)?;
-    apply(dp, scope, &plan, applied).await
+    apply_plan(dp, scope, &plan, applied).await
 }
 
 async fn observe<D: Datapath>(
@@ -141,7 +244,7 @@ async fn observe<D: Datapath>(
         })
 }
 
-async fn apply<D: Datapath>(
+async fn apply_plan<D: Datapath>(
     dp: &mut D,
     scope: &Scope,
     plan: &reconcile::Plan,

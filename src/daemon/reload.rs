@@ -75,6 +75,10 @@ impl Controller {
             self.retire.push(old);
         }
         self.retire.retain(|s| s != &new);
+        match crate::reconcile::delta::changed_nodes(&self.topo, &v.topo) {
+            Some(nodes) => nodes.iter().for_each(|n| self.touch(n)),
+            None => self.touch_all(),
+        }
         self.topo = v.topo;
         self.key = v.key;
         self.probe = probe;

@@ -14,9 +14,9 @@ use super::{
     Options,
     backoff::{Backoff, Report},
     controller::{Controller, Effect, Event, Loaded, Now},
-    kernel_watch::KernelWatch,
+    kernel_watch::{self, KernelWatch},
     metrics,
-    reconciler::{self, Outcome},
+    reconciler::{self, Memo, Outcome, Update},
     serve::Servers,
     sockets::{self, Overlay, Spec},
     state,
@@ -49,7 +49,7 @@ enum Next {
     Nothing,
 }
 
-type Reconciling<D> = Pin<Box<dyn Future<Output = (D, Outcome)>>>;
+type Reconciling<D> = Pin<Box<dyn Future<Output = (D, Memo, Outcome)>>>;
 
 /// The probe's sockets and what they were opened for.
 struct Sockets {
@@ -79,6 +79,8 @@ pub async fn run<D: Datapath + 'static>(
     let mut int = signal(SignalKind::interrupt())?;
 
     let mut dp = Some(dp);
+    // What the last reconcile leaves for the next; travels with `dp`.
+    let mut memo = Memo::default();
     let mut reconciling: Option<Reconciling<D>> = None;
     let mut saving: Option<JoinHandle<Result<(), String>>> = None;
     let mut loading: Option<JoinHandle<Loaded>> = None;
@@ -107,11 +109,12 @@ pub async fn run<D: Datapath + 'static>(
                             let scope = Scope::of(&req.topo.network);
                             k.busy(&scope.network, &scope.device);
                         }
+                        let mut m = std::mem::take(&mut memo);
                         reconciling = Some(Box::pin(async move {
                             let started = Instant::now();
-                            let mut o = reconciler::execute(&mut d, &req).await;
+                            let mut o = reconciler::execute(&mut d, &mut m, &req).await;
                             o.seconds = started.elapsed().as_secs_f64();
-                            (d, o)
+                            (d, m, o)
                         }));
                     }
                     // Cannot happen (the controller runs one at a time), but
@@ -225,12 +228,16 @@ pub async fn run<D: Datapath + 'static>(
                     }
                 }
             }
-            (d, o) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
+            (d, m, o) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
                 reconciling = None;
                 if let Some(k) = &kernel {
-                    k.done(o.desired.clone().map(|s| drift_watch(s, &d)));
+                    k.done(o.desired.clone().map(|u| match u {
+                        Update::Full(s) => kernel_watch::Judge::By(drift_watch(s, &d)),
+                        Update::Patch { keys, from } => kernel_watch::Judge::Patch { keys, from },
+                    }));
                 }
                 dp = Some(d);
+                memo = m;
                 Next::Event(Event::Reconciled(o))
             }
             r = async { saving.as_mut().expect("guarded").await }, if saving.is_some() => {

@@ -83,7 +83,7 @@ fn parse(text: &str) -> Topology {
     config::parse(Path::new("topology.toml"), text).expect("valid topology")
 }
 
-fn loaded(text: &str, key: Option<PrivateKey>) -> Loaded {
+pub(super) fn loaded(text: &str, key: Option<PrivateKey>) -> Loaded {
     Loaded {
         why: "file changed",
         sha256: super::metrics::text_hash(text),
@@ -95,17 +95,21 @@ fn loaded(text: &str, key: Option<PrivateKey>) -> Loaded {
 }
 
 /// A controller, a fake kernel and a fake clock.
-struct Sim {
-    ctl: Controller,
-    dp: FakeKernel,
-    now: Now,
+pub(super) struct Sim {
+    pub(super) ctl: Controller,
+    pub(super) dp: FakeKernel,
+    pub(super) memo: reconciler::Memo,
+    pub(super) now: Now,
     sent: Vec<(IpAddr, Vec<u8>)>,
     saves: Vec<Saved>,
-    reconciles: Vec<String>,
+    pub(super) reconciles: Vec<String>,
+    /// The desired state as the kernel watch would hold it, kept from
+    /// each reconcile's outcome the way the runner passes it on.
+    pub(super) judged: crate::reconcile::State,
 }
 
 impl Sim {
-    fn new(text: &str, node: &str, key: Option<PrivateKey>, saved: &Saved) -> Sim {
+    pub(super) fn new(text: &str, node: &str, key: Option<PrivateKey>, saved: &Saved) -> Sim {
         let now = Now {
             at: Instant::now(),
             wall_ns: 1_800_000_000_000_000_000,
@@ -122,16 +126,18 @@ impl Sim {
         Sim {
             ctl,
             dp: FakeKernel::default(),
+            memo: reconciler::Memo::default(),
             now,
             sent: Vec::new(),
             saves: Vec::new(),
             reconciles: Vec::new(),
+            judged: crate::reconcile::State::default(),
         }
     }
 
     /// Feed an event, then carry out every effect (a reconcile and a save
     /// finish at once, and their outcomes are fed back).
-    fn event(&mut self, ev: Event) {
+    pub(super) fn event(&mut self, ev: Event) {
         let mut queue = self.ctl.on(ev, self.now);
         for _ in 0..1000 {
             let Some(e) = queue.pop() else { return };
@@ -154,12 +160,20 @@ impl Sim {
 
     fn reconcile(&mut self, req: &Request) -> Vec<Effect> {
         self.reconciles.push(req.why.clone());
-        let outcome = futures::executor::block_on(reconciler::execute(&mut self.dp, req));
+        let outcome =
+            futures::executor::block_on(reconciler::execute(&mut self.dp, &mut self.memo, req));
+        match &outcome.desired {
+            Some(reconciler::Update::Full(s)) => self.judged = (**s).clone(),
+            Some(reconciler::Update::Patch { keys, from }) => {
+                crate::reconcile::delta::patch(&mut self.judged, keys, from);
+            }
+            None => {}
+        }
         self.ctl.on(Event::Reconciled(outcome), self.now)
     }
 
     /// Let `d` pass, waking the controller whenever it asked to be.
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let end = self.now.at + d;
         for _ in 0..1_000_000 {
             let next = self.ctl.next_wakeup(self.now.at);

@@ -2,7 +2,7 @@
 //! kernel state lvn wants, each object with the reason it exists.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -78,6 +78,10 @@ pub struct Desired {
     pub attach: Option<String>,
     /// What lvn wants and cannot have yet (a missing master).
     pub waiting: Vec<super::Waiting>,
+    /// Layer 2: how many peers use each flooding entry (two peers behind
+    /// one endpoint share one), so a change to one peer keeps an entry the
+    /// other still needs.
+    pub flood_users: HashMap<SocketAddr, u32>,
 }
 
 /// Two peers behind one public address on datapath "fou": ipip tells
@@ -117,9 +121,35 @@ impl Desired {
 
 /// What `me` should have in the kernel for `topo`.
 pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness) -> Desired {
+    desired_for(topo, me, underlay, live, Peers::All)
+}
+
+/// Which peers' objects a desired state holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Peers<'a> {
+    All,
+    /// Only these (by name; names that are not declared, or not peers of
+    /// `me`, contribute nothing), with everything that is `me`'s own: the
+    /// device, its addresses and settings, the overlay routes. A daemon
+    /// works out what one peer's change needs from this (`reconcile::delta`).
+    Only(&'a BTreeSet<String>),
+}
+
+/// [`desired`], for the objects of `peers` and `me`'s own only.
+pub fn desired_for(
+    topo: &Topology,
+    me: &Node,
+    underlay: &Underlay,
+    live: &Liveness,
+    peers: Peers,
+) -> Desired {
     let mut d = Desired::default();
     // A hub holds three objects per spoke (fdb, neighbour, host route).
-    d.reasons.reserve(3 * topo.nodes.len() + 8);
+    let n = match peers {
+        Peers::All => topo.nodes.len(),
+        Peers::Only(p) => p.len(),
+    };
+    d.reasons.reserve(3 * n + 8);
     let family = topo
         .hubs()
         .find_map(|h| h.endpoint)
@@ -134,7 +164,7 @@ pub fn desired(topo: &Topology, me: &Node, underlay: &Underlay, live: &Liveness)
         network: topo.network.name.clone(),
         mtu_from,
     };
-    let peers = direct_peers(topo, me, live, &mut d);
+    let peers = direct_peers(topo, me, live, peers, &mut d);
     let hubs = hub_order(topo, me, live);
     match topo.network.datapath {
         Datapath::Vxlan => {
@@ -181,10 +211,15 @@ fn direct_peers<'a>(
     topo: &'a Topology,
     me: &Node,
     live: &Liveness,
+    only: Peers,
     d: &mut Desired,
 ) -> Vec<Direct<'a>> {
     let mut out = Vec::new();
-    for peer in topo.nodes.values() {
+    let nodes: Box<dyn Iterator<Item = &'a Node>> = match only {
+        Peers::All => Box::new(topo.nodes.values()),
+        Peers::Only(names) => Box::new(names.iter().filter_map(|n| topo.nodes.get(n))),
+    };
+    for peer in nodes {
         if peer.name == me.name || (me.role != Role::Hub && peer.role != Role::Hub) {
             continue;
         }

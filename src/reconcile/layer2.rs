@@ -109,6 +109,7 @@ pub(super) fn add_flood(
             learned,
         },
     );
+    *d.flood_users.entry(flood.key()).or_default() += 1;
     d.state.flood.insert(flood.key(), flood);
 }
 

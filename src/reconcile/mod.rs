@@ -4,6 +4,7 @@
 //! machines (`render.rs`). No clock, no I/O.
 
 pub mod bird;
+pub mod delta;
 mod desired;
 pub mod drift;
 pub mod fleet;
@@ -16,8 +17,8 @@ mod reason;
 pub mod render;
 
 pub use desired::{
-    Conflict, Desired, FALLBACK_UNDERLAY_MTU, FOU_OVERHEAD_V4, Liveness, ObjectKey,
-    VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired,
+    Conflict, Desired, FALLBACK_UNDERLAY_MTU, FOU_OVERHEAD_V4, Liveness, ObjectKey, Peers,
+    VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, desired, desired_for,
 };
 pub use layer2::{Flood, Port, Waiting};
 pub use model::{
