@@ -462,6 +462,10 @@ fn metrics_match_what_happened_and_pass_promtool() {
         "lvn_reconcile_runs_total{node=\"hub1\",network=\"lab\",result=\"ok\"}",
     );
     assert!(runs >= 2.0, "{text}");
+    // The learned endpoints were installed without a dump of the kernel:
+    // only the start looked at everything.
+    let narrowed = metric(&text, "lvn_reconcile_narrowed_total{");
+    assert!(narrowed >= 1.0 && narrowed < runs, "{text}");
     assert_eq!(
         metric(&text, "lvn_reconcile_duration_seconds_count{"),
         runs + metric(

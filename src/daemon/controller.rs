@@ -491,6 +491,9 @@ impl Controller {
         match o.result {
             Ok(applied) => {
                 self.tally.reconcile_ok += 1;
+                if o.narrowed {
+                    self.tally.reconcile_narrowed += 1;
+                }
                 self.window_applied(flight.generation, t);
                 let ended = self.reconcile.succeeded();
                 if ended > 0 {

@@ -121,6 +121,8 @@ pub struct Tally {
     pub reconcile_ok: u64,
     pub reconcile_failed: u64,
     pub reconcile_seconds_sum: f64,
+    /// Successful reconciles that planned only the peers that changed.
+    pub reconcile_narrowed: u64,
     /// Changed files a spoke went back from (`confirm_after`).
     pub rollbacks: u64,
     /// Drift the kernel reported (each change to lvn's objects by hand).

@@ -90,6 +90,17 @@ pub fn render(m: &Tally, status: &Status) -> String {
     );
     family(
         &mut o,
+        "lvn_reconcile_narrowed_total",
+        "counter",
+        "Successful reconciles that planned only the peers that changed (learned, expired or edited), without reading the kernel's state.",
+    );
+    let _ = writeln!(
+        o,
+        "lvn_reconcile_narrowed_total{{{node}}} {}",
+        m.reconcile_narrowed
+    );
+    family(
+        &mut o,
         "lvn_reconcile_duration_seconds",
         "summary",
         "Time spent observing, planning and applying.",

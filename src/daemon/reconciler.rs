@@ -70,6 +70,8 @@ pub struct Outcome {
     pub desired: Option<Update>,
     /// Wall time the reconcile took (measured by the runner).
     pub seconds: f64,
+    /// It planned the changed peers only, without reading the kernel.
+    pub narrowed: bool,
 }
 
 /// Changes made, in order.
@@ -114,9 +116,11 @@ pub async fn execute<D: Datapath>(dp: &mut D, memo: &mut Memo, req: &Request) ->
     let mut conflicts = Vec::new();
     let mut want = Wanted::default();
     let last = memo.last.take();
+    let mut was_narrowed = false;
     let result = match narrowed(last, req) {
         Ok((scope, mut known, n)) => {
             memo.narrowed += 1;
+            was_narrowed = true;
             let r = apply(dp, &scope, &n, &mut applied).await;
             if r.is_ok() {
                 let changed = req.changed.as_ref().expect("narrowed");
@@ -148,6 +152,7 @@ pub async fn execute<D: Datapath>(dp: &mut D, memo: &mut Memo, req: &Request) ->
         mtu: want.mtu,
         desired: want.desired,
         seconds: 0.0,
+        narrowed: was_narrowed,
     }
 }
 

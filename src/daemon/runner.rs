@@ -131,6 +131,7 @@ pub async fn run<D: Datapath + 'static>(
                             mtu: None,
                             desired: None,
                             seconds: 0.0,
+                            narrowed: false,
                         }));
                     }
                 },

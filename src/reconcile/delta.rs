@@ -99,8 +99,9 @@ impl Known {
 
     /// The plan inputs for a change to `changed` only, under `topo` with
     /// `partial` (the changed peers' liveness entries); `None` when the
-    /// change needs everything planned: another node, datapath or role, or
-    /// a change to `me`'s own objects (the device, its MTU, its addresses).
+    /// change needs everything planned: another node, datapath or role, a
+    /// change to `[network]` or to `me`'s own objects (the device, its MTU,
+    /// its addresses), or more than half the nodes.
     pub fn narrow(
         &self,
         topo: &Topology,
@@ -114,6 +115,9 @@ impl Known {
             || me.role != Role::Hub
             || topo.network.datapath != Datapath::Vxlan
             || self.topo.network != topo.network
+            // Past half the peers, one dump and plan of everything is
+            // cheaper than two desired states of most of them.
+            || changed.len().saturating_mul(2) > topo.nodes.len()
         {
             return None;
         }
