@@ -225,3 +225,19 @@ fn a_learned_spoke_is_installed_without_looking_at_the_kernel() {
     sim.advance(Duration::from_millis(100));
     assert_eq!(sim.dp.observe_calls, observes + 1);
 }
+
+#[test]
+fn a_narrowed_reconcile_keeps_what_the_hub_waits_for() {
+    let decl = vec![Decl::Learned; SPOKES];
+    let text = text(true, &decl).replace("layer = 2\n", "layer = 2\nattach = \"br-missing\"\n");
+    let mut sim = Sim::new(&text, "hub1", None, &Saved::default());
+    sim.event(Event::Tick);
+    assert_eq!(sim.ctl.waiting.len(), 1, "no master yet");
+    let mut probes: Vec<(SpokeProbe, u64)> = (0..SPOKES).map(probe).collect();
+    let from = SocketAddr::new([203, 0, 113, 9].into(), 40001);
+    let ev = keepalive(&sim, &mut probes, 3, Decl::Learned, from);
+    sim.event(ev);
+    sim.advance(Duration::from_millis(60));
+    assert_eq!(sim.memo.narrowed, 1);
+    assert_eq!(sim.ctl.waiting.len(), 1, "still no master");
+}

@@ -121,6 +121,8 @@ pub async fn execute<D: Datapath>(dp: &mut D, memo: &mut Memo, req: &Request) ->
         Ok((scope, mut known, n)) => {
             memo.narrowed += 1;
             was_narrowed = true;
+            want.waiting = known.waiting.clone();
+            want.mtu = known.base.link.as_ref().map(|l| l.mtu);
             let r = apply(dp, &scope, &n, &mut applied).await;
             if r.is_ok() {
                 let changed = req.changed.as_ref().expect("narrowed");

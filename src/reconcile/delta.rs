@@ -43,6 +43,9 @@ pub struct Known {
     pub foreign_routes: BTreeMap<RouteKey, String>,
     /// Peers per flooding entry (layer 2).
     pub flood_users: HashMap<SocketAddr, u32>,
+    /// What the desired state waited for (a missing master): the hub's own,
+    /// so a narrowed change leaves it as it was.
+    pub waiting: Vec<super::Waiting>,
 }
 
 /// A plan's inputs for a change to a few peers only.
@@ -84,6 +87,7 @@ impl Known {
             underlay: observed.underlay.clone(),
             foreign_routes: observed.foreign_routes.clone(),
             flood_users: desired.flood_users.clone(),
+            waiting: desired.waiting.clone(),
             live,
             topo,
         })
