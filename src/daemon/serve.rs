@@ -16,8 +16,15 @@ use tracing::debug;
 
 /// Connections served at once, status and metrics together.
 pub const MAX_CLIENTS: usize = 16;
-/// A client gets this long to send its request and to take the answer.
+/// A client gets this long to send its request, and to take each chunk of
+/// the answer: a client that stops reading is cut off after this long.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An answer is written in chunks of this size, each within
+/// [`CLIENT_TIMEOUT`]: the status of a hub with 100,000 spokes is some
+/// 20 MB, more than a busy reader takes in 2 s.
+const CHUNK: usize = 64 << 10;
+/// The longest any answer may take, however steadily it is read.
+pub const MAX_ANSWER_TIME: Duration = Duration::from_secs(60);
 
 pub struct Servers {
     status: UnixListener,
@@ -112,15 +119,29 @@ fn bind_status(path: &std::path::Path) -> Result<UnixListener> {
 }
 
 async fn write_status(mut s: UnixStream, body: String, _slot: OwnedSemaphorePermit) {
-    let write = async {
-        s.write_all(body.as_bytes()).await?;
-        s.shutdown().await
-    };
-    match tokio::time::timeout(CLIENT_TIMEOUT, write).await {
-        Ok(Err(e)) => debug!("status client: {e}"),
-        Err(_) => debug!("status client: timed out"),
-        Ok(Ok(())) => {}
+    match write_bounded(&mut s, body.as_bytes()).await {
+        Ok(()) => {
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, s.shutdown()).await;
+        }
+        Err(e) => debug!("status client: {e}"),
     }
+}
+
+/// Write `bytes` in chunks, each within [`CLIENT_TIMEOUT`], all within
+/// [`MAX_ANSWER_TIME`].
+async fn write_bounded<W: AsyncWriteExt + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    let timed_out = |what| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+    let all = async {
+        for chunk in bytes.chunks(CHUNK) {
+            tokio::time::timeout(CLIENT_TIMEOUT, w.write_all(chunk))
+                .await
+                .map_err(|_| timed_out("the client stopped reading"))??;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(MAX_ANSWER_TIME, all)
+        .await
+        .map_err(|_| timed_out("the answer took too long"))?
 }
 
 /// Answer one HTTP request on a metrics connection: GET /metrics gets the
@@ -159,5 +180,53 @@ async fn answer_http(mut s: TcpStream, body: String, _slot: OwnedSemaphorePermit
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, s.write_all(resp.as_bytes())).await;
+    if let Err(e) = write_bounded(&mut s, resp.as_bytes()).await {
+        debug!("metrics client: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// The status of a hub with 100k spokes was cut at 1.3 MB: the whole
+    /// answer had 2 s, and a busy `lvn status` reads 20 MB slower.
+    #[tokio::test]
+    async fn a_big_answer_read_steadily_but_slowly_arrives_whole() {
+        let (mut a, mut b) = UnixStream::pair().expect("socket pair");
+        let body = vec![b'x'; 8 << 20];
+        let writer = tokio::spawn(async move { write_bounded(&mut a, &body).await });
+        let started = Instant::now();
+        let mut got = 0;
+        let mut buf = vec![0u8; 256 << 10];
+        // 256 KiB every 80 ms: 8 MiB in about 2.6 s.
+        for _ in 0..1000 {
+            let n = b.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+        assert!(
+            started.elapsed() > CLIENT_TIMEOUT,
+            "read slower than the per-chunk bound"
+        );
+        assert_eq!(got, 8 << 20);
+        writer.await.expect("writer").expect("written whole");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        let (mut a, _b) = UnixStream::pair().expect("socket pair");
+        let body = vec![b'x'; 8 << 20];
+        let started = Instant::now();
+        let r = write_bounded(&mut a, &body).await;
+        assert!(r.is_err());
+        assert!(started.elapsed() < CLIENT_TIMEOUT * 2);
+    }
 }

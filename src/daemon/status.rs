@@ -146,7 +146,19 @@ pub async fn query(path: &Path) -> Result<Status, String> {
     s.read_to_end(&mut buf)
         .await
         .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    serde_json::from_slice(&buf).map_err(|e| format!("bad answer from {}: {e}", path.display()))
+    serde_json::from_slice(&buf).map_err(|e| {
+        if e.is_eof() {
+            format!(
+                "the answer from {} was cut short after {} bytes: the daemon stops writing to a client that takes more than {:?} for a chunk of it, or {:?} in all",
+                path.display(),
+                buf.len(),
+                super::serve::CLIENT_TIMEOUT,
+                super::serve::MAX_ANSWER_TIME
+            )
+        } else {
+            format!("bad answer from {}: {e}", path.display())
+        }
+    })
 }
 
 /// The status as an aligned table.
