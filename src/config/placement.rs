@@ -5,11 +5,88 @@
 //! a hub moves only the spokes that must move. The order depends on the
 //! file alone: every node, and `lvn plan`, computes the same one.
 
+use std::{net::SocketAddr, sync::OnceLock};
+
 use sha2::{Digest, Sha256};
 
 use super::{Node, Role, Topology};
 
+/// What would otherwise take a walk over every node, found once per
+/// topology on first use: a hub with 100,000 spokes asks for its hubs on
+/// every reconcile, and a walk over 100k nodes costs milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Index(OnceLock<Found>);
+
+#[derive(Debug, Clone)]
+struct Found {
+    /// Hub names, in name order.
+    hubs: Vec<String>,
+    /// The first two nodes with a declared endpoint, in name order.
+    endpoints: Vec<String>,
+    /// Some node declares an IPv6 endpoint.
+    v6_endpoint: bool,
+}
+
+/// Derived from the nodes, so two topologies with equal nodes are equal
+/// whether or not either has been asked yet.
+impl PartialEq for Index {
+    fn eq(&self, _: &Index) -> bool {
+        true
+    }
+}
+
+impl Eq for Index {}
+
 impl Topology {
+    fn found(&self) -> &Found {
+        self.index.0.get_or_init(|| {
+            let hubs = self
+                .nodes
+                .values()
+                .filter(|n| n.role == Role::Hub)
+                .map(|n| n.name.clone())
+                .collect();
+            let endpoints = self
+                .nodes
+                .values()
+                .filter(|n| n.endpoint.is_some())
+                .take(2)
+                .map(|n| n.name.clone())
+                .collect();
+            let v6_endpoint = self
+                .nodes
+                .values()
+                .any(|n| n.endpoint.is_some_and(|e| e.is_ipv6()));
+            Found {
+                hubs,
+                endpoints,
+                v6_endpoint,
+            }
+        })
+    }
+
+    /// Whether some node declares an IPv6 endpoint.
+    pub fn has_ipv6_endpoint(&self) -> bool {
+        self.found().v6_endpoint
+    }
+
+    /// The hubs, in name order.
+    pub fn hubs(&self) -> impl Iterator<Item = &Node> {
+        self.found().hubs.iter().filter_map(|n| self.nodes.get(n))
+    }
+
+    /// The endpoint of the first other hub that has one, else of the first
+    /// other node that has one (in name order): where `me`'s default MTU is
+    /// measured towards.
+    pub fn other_endpoint(&self, me: &str) -> Option<SocketAddr> {
+        let f = self.found();
+        f.hubs
+            .iter()
+            .chain(&f.endpoints)
+            .filter(|n| *n != me)
+            .find_map(|n| self.nodes.get(n)?.endpoint)
+    }
+
     /// The hubs `node` uses, first choice first: its declared `hubs`, then
     /// the others by rendezvous score. A hub's own list is every other hub,
     /// ranked the same way.

@@ -85,6 +85,8 @@ pub struct Topology {
     pub nodes: BTreeMap<String, Node>,
     /// Where `[nodes]` starts, to point at when `--node` names no node.
     nodes_at: (usize, usize),
+    /// The hubs and the first endpoints, found once (`placement.rs`).
+    pub(super) index: super::placement::Index,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,11 +210,6 @@ impl Topology {
     pub fn attach_of<'a>(&'a self, node: &'a Node) -> Option<&'a str> {
         node.attach.as_deref().or(self.network.l2.attach.as_deref())
     }
-
-    /// Hubs in name order.
-    pub fn hubs(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.role == Role::Hub)
-    }
 }
 
 pub(super) struct Checker<'a> {
@@ -309,6 +306,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
             network,
             nodes,
             nodes_at,
+            index: Default::default(),
         }),
         _ => Err(ConfigErrors(c.errors)),
     }

@@ -610,10 +610,7 @@ fn link_mtu(topo: &Topology, me: &Node, underlay: &Underlay, family: Family) -> 
     };
     // The path to the first other hub, else to any other declared endpoint.
     let target = topo
-        .hubs()
-        .chain(topo.nodes.values())
-        .filter(|n| n.name != me.name)
-        .find_map(|n| n.endpoint)
+        .other_endpoint(&me.name)
         // A lone hub: the path its own endpoint is reached by.
         .or(me.endpoint);
     let found = target.and_then(|t| {

@@ -4,7 +4,7 @@
 //! multicast and unknown unicast), the device's master (`attach`), and one
 //! MTU for the whole network. Pure, like the rest of `reconcile`.
 
-use std::{collections::BTreeSet, fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, net::SocketAddr, sync::Arc};
 
 use serde::Serialize;
 
@@ -166,13 +166,7 @@ pub(super) fn fleet_mtu(topo: &Topology) -> (u32, String) {
             format!("mtu {mtu} from the topology, the same on every node (layer 2)"),
         );
     }
-    let families: BTreeSet<Family> = topo
-        .nodes
-        .values()
-        .filter_map(|n| n.endpoint)
-        .map(|e| Family::of(e.ip()))
-        .collect();
-    let (overhead, fam) = if families.contains(&Family::Ipv6) {
+    let (overhead, fam) = if topo.has_ipv6_endpoint() {
         (VXLAN_OVERHEAD_V6, Family::Ipv6)
     } else {
         (VXLAN_OVERHEAD_V4, Family::Ipv4)
