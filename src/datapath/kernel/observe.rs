@@ -205,6 +205,10 @@ impl Kernel {
         let fdb = self
             .neighbours_on(req, index, &format!("listing fdb entries of {dev}"))
             .await?;
+        // Dumps come in the kernel's hash order: collected and then built
+        // into the (empty) maps at once, sorted, rather than inserted one
+        // by one at random places.
+        let mut unicast = Vec::with_capacity(fdb.len());
         for e in fdb {
             if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
                 let port = e.port.unwrap_or(port);
@@ -214,17 +218,16 @@ impl Kernel {
             } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
                 let port = e.port.unwrap_or(port);
                 let dev = dev.clone();
-                obs.state.fdb.insert(
+                let f = Fdb {
+                    dev,
                     mac,
-                    Fdb {
-                        dev,
-                        mac,
-                        dst,
-                        port,
-                    },
-                );
+                    dst,
+                    port,
+                };
+                unicast.push((mac, f));
             }
         }
+        obs.state.fdb = unicast.into_iter().collect();
 
         let mut neighbours = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -236,20 +239,20 @@ impl Kernel {
                     .await?,
             );
         }
+        let mut permanent = Vec::with_capacity(neighbours.len());
         for e in neighbours {
             let Some(address) = e.dst else { continue };
             match e.mac {
                 Some(mac) if e.permanent => {
                     let dev = dev.clone();
-                    obs.state
-                        .neighbours
-                        .insert(address, Neigh { dev, address, mac });
+                    permanent.push((address, Neigh { dev, address, mac }));
                 }
                 _ => {
                     obs.kernel_neighbours.insert(address);
                 }
             }
         }
+        obs.state.neighbours = permanent.into_iter().collect();
         Ok(())
     }
 
@@ -260,18 +263,13 @@ impl Kernel {
         index: u32,
         op: &str,
     ) -> Result<Vec<NeighEntry>, DatapathError> {
-        let replies = self
-            .nl
-            .dump(RouteNetlinkMessage::GetNeighbour(req))
-            .await
-            .map_err(nl_err(op))?;
         let mut out = Vec::new();
-        for m in replies {
+        let keep = |m: RouteNetlinkMessage| {
             let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                continue;
+                return;
             };
             if n.header.ifindex != index {
-                continue;
+                return;
             }
             let mut e = NeighEntry {
                 mac: None,
@@ -288,7 +286,11 @@ impl Kernel {
                 }
             }
             out.push(e);
-        }
+        };
+        self.nl
+            .dump_each(RouteNetlinkMessage::GetNeighbour(req), keep)
+            .await
+            .map_err(nl_err(op))?;
         Ok(out)
     }
 
