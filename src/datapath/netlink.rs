@@ -74,31 +74,20 @@ impl Netlink {
 
     /// Dump every object matching the request.
     pub async fn dump(&self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-        let mut out = Vec::new();
-        self.dump_each(msg, |m| out.push(m)).await?;
-        Ok(out)
-    }
-
-    /// Dump every object matching the request, handing each to `each` as
-    /// it arrives: a dump of 100k entries is never held whole, decoded.
-    pub async fn dump_each(
-        &self,
-        msg: RouteNetlinkMessage,
-        mut each: impl FnMut(RouteNetlinkMessage),
-    ) -> io::Result<()> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut handle = self.handle.clone();
         let mut replies = handle
             .request(req)
             .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut out = Vec::new();
         while let Some(reply) = replies.next().await {
             match reply.payload {
-                NetlinkPayload::InnerMessage(m) => each(m),
+                NetlinkPayload::InnerMessage(m) => out.push(m),
                 NetlinkPayload::Error(err) if err.code.is_some() => return Err(err.to_io()),
                 _ => {}
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
