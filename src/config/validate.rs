@@ -257,7 +257,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     };
     let (network, overlays, port) = check_network(&mut c, &raw.network);
     let raw_nodes = match &raw.nodes {
-        Some(n) if !n.get_ref().is_empty() => n,
+        Some(n) if !n.get_ref().0.is_empty() => n,
         other => {
             let at = other
                 .as_ref()
@@ -279,6 +279,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
     // the map is built in one pass instead of one search per node.
     let nodes: BTreeMap<String, Node> = raw_nodes
         .get_ref()
+        .0
         .iter()
         .filter_map(|(name, node)| {
             let n = check_node(
@@ -292,7 +293,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
             Some((n.name.clone(), n))
         })
         .collect();
-    let declared = declared(raw_nodes.get_ref(), &nodes);
+    let declared = declared(&raw_nodes.get_ref().0, &nodes);
     check_fleet(
         &mut c,
         raw_nodes.span(),
@@ -644,7 +645,7 @@ pub(super) struct Declared<'a> {
 /// walk over both maps (both are in name order) instead of a search per
 /// node in each check.
 fn declared<'a>(
-    raw: &'a BTreeMap<Spanned<String>, Spanned<RawNode>>,
+    raw: &'a [(Spanned<String>, Spanned<RawNode>)],
     nodes: &'a BTreeMap<String, Node>,
 ) -> Vec<Declared<'a>> {
     let mut checked = nodes.values().peekable();
