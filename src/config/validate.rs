@@ -216,7 +216,7 @@ impl Topology {
 }
 
 pub(super) struct Checker<'a> {
-    source: &'a Source,
+    source: &'a Source<'a>,
     errors: Vec<ConfigError>,
 }
 
@@ -250,7 +250,7 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, ConfigErrors> {
+pub(super) fn validate(source: &Source<'_>, raw: RawTopology) -> Result<Topology, ConfigErrors> {
     let mut c = Checker {
         source,
         errors: Vec::new(),
