@@ -160,12 +160,14 @@ fn parsing(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let n = 10_000;
-    let text = topology_text(n);
-    assert_eq!(parse(&text).nodes.len(), n + 1);
-    g.bench_with_input(BenchmarkId::new("parse", n), &text, |b, text| {
-        b.iter(|| parse(black_box(text)))
-    });
+    // Every size, to show parsing grows linearly (issue 12).
+    for n in SIZES {
+        let text = topology_text(n);
+        assert_eq!(parse(&text).nodes.len(), n + 1);
+        g.bench_with_input(BenchmarkId::new("parse", n), &text, |b, text| {
+            b.iter(|| parse(black_box(text)))
+        });
+    }
     g.finish();
 }
 

@@ -316,6 +316,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 plural(topo.nodes.len(), "node"),
                 plural(topo.hubs().count(), "hub")
             );
+            leave_to_exit(topo);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
@@ -326,7 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(ctx) = Session::load(&cli)? else {
                 return Ok(ExitCode::from(1));
             };
-            runtime()?.block_on(async {
+            let code = runtime()?.block_on(async {
                 let mut dp = Kernel::connect().context("opening netlink")?;
                 let (desired, observed, plan) = ctx.plan(&mut dp, false).await?;
                 if json {
@@ -349,12 +350,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         );
                     }
                 }
-                Ok(if detailed_exitcode && !plan.is_empty() {
+                let code = if detailed_exitcode && !plan.is_empty() {
                     ExitCode::from(2)
                 } else {
                     ExitCode::SUCCESS
-                })
-            })
+                };
+                leave_to_exit((desired, observed, plan));
+                Ok(code)
+            });
+            leave_to_exit(ctx);
+            code
         }
         Command::Apply {
             json,
@@ -393,6 +398,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(confirm::confirm(&cli.run_dir, &network, &node))
         }
     }
+}
+
+/// Leave `value` to the end of the process instead of freeing it one
+/// allocation at a time: a one-shot command is about to exit, which
+/// returns the whole heap at once, and at 100k peers freeing the topology
+/// and the desired and observed states took ~7 % of `lvn plan`.
+fn leave_to_exit<T>(value: T) {
+    std::mem::forget(value);
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

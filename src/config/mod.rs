@@ -42,7 +42,7 @@ pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
 pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigErrors> {
     let source = Source {
         path: path.to_path_buf(),
-        text: text.to_string(),
+        text,
     };
     let raw: RawTopology = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -52,14 +52,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigErrors> {
 }
 
 /// The file being checked, kept to turn byte spans into line and column.
-pub(crate) struct Source {
+pub(crate) struct Source<'a> {
     pub path: PathBuf,
-    pub text: String,
+    pub text: &'a str,
 }
 
-impl Source {
+impl Source<'_> {
     pub fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
-        let (line, col) = line_col(&self.text, span.start);
+        let (line, col) = line_col(self.text, span.start);
         ConfigError {
             file: self.path.clone(),
             line,

@@ -1,14 +1,14 @@
 //! The overlay's prefixes and the nodes' addresses: one value or a list of
 //! one per family (a dual-stack overlay), each checked at its own span.
 
-use std::{collections::BTreeMap, net::IpAddr, ops::Range};
+use std::{net::IpAddr, ops::Range};
 
 use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    raw::{OneOrList, RawNode},
-    validate::{Checker, Node},
+    raw::OneOrList,
+    validate::{Checker, Declared, Node},
 };
 
 /// The items of a one-or-list value, each with its span (a single value
@@ -170,23 +170,19 @@ pub(super) fn address_span(v: &Spanned<OneOrList>, a: IpAddr) -> Range<usize> {
 
 /// A family's addresses are given for every node or for none: a node
 /// without an IPv6 address could not reach, nor be reached by, the others'.
-pub(super) fn check_families(
-    c: &mut Checker,
-    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
-    nodes: &BTreeMap<String, Node>,
-) {
+pub(super) fn check_families(c: &mut Checker, declared: &[Declared]) {
     for v4 in [true, false] {
         let has = |n: &Node| n.addresses.iter().any(|a| a.is_ipv4() == v4);
-        let Some(example) = nodes.values().find(|n| has(n)) else {
+        let Some(example) = declared.iter().filter_map(|d| d.node).find(|n| has(n)) else {
             continue;
         };
-        for (name, rn) in raw.get_ref() {
-            if nodes.get(name.get_ref()).is_some_and(|n| !has(n)) {
+        for d in declared {
+            if d.node.is_some_and(|n| !has(n)) {
                 c.err(
-                    rn.get_ref().address.span(),
+                    d.raw.address.span(),
                     format!(
                         "node '{}' has no {fam} address, but node '{}' has one: give every node an {fam} address, or none",
-                        name.get_ref(),
+                        d.name.get_ref(),
                         example.name,
                         fam = family_name(v4)
                     ),

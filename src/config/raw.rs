@@ -20,7 +20,39 @@ pub struct RawTopology {
     /// The nodes, by name. A machine picks its own with `--node`, `LVN_NODE` or its hostname.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawNode>")]
-    pub nodes: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>>,
+    pub nodes: Option<Spanned<RawNodes>>,
+}
+
+/// The nodes as written, in name order. A list, not a map: TOML has
+/// already refused a name declared twice, and validation only walks them;
+/// a map costs a search per node to build, and its nodes have room for
+/// eleven entries each.
+#[derive(Debug, Default)]
+pub struct RawNodes(pub Vec<(Spanned<String>, Spanned<RawNode>)>);
+
+impl<'de> Deserialize<'de> for RawNodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawNodes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawNodes, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                // Name order, whatever order the parser hands them in.
+                out.sort_by(|(a, _): &(Spanned<String>, _), (b, _)| a.get_ref().cmp(b.get_ref()));
+                Ok(RawNodes(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// Settings shared by every node of the network.

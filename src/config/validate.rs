@@ -2,7 +2,7 @@
 //! are collected, so an operator fixes them in one pass.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     ops::Range,
     path::PathBuf,
@@ -213,7 +213,7 @@ impl Topology {
 }
 
 pub(super) struct Checker<'a> {
-    source: &'a Source,
+    source: &'a Source<'a>,
     errors: Vec<ConfigError>,
 }
 
@@ -247,14 +247,14 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, ConfigErrors> {
+pub(super) fn validate(source: &Source<'_>, raw: RawTopology) -> Result<Topology, ConfigErrors> {
     let mut c = Checker {
         source,
         errors: Vec::new(),
     };
     let (network, overlays, port) = check_network(&mut c, &raw.network);
     let raw_nodes = match &raw.nodes {
-        Some(n) if !n.get_ref().is_empty() => n,
+        Some(n) if !n.get_ref().0.is_empty() => n,
         other => {
             let at = other
                 .as_ref()
@@ -271,21 +271,33 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         let e = source.error(raw_nodes.span(), "");
         (e.line, e.col)
     };
-    let mut nodes = BTreeMap::new();
-    for (name, node) in raw_nodes.get_ref() {
-        let layer = network.as_ref().map(|n| n.l2.layer).unwrap_or_default();
-        if let Some(n) = check_node(
-            &mut c,
-            name,
-            node.get_ref(),
-            overlays.as_deref(),
-            port,
-            layer,
-        ) {
-            nodes.insert(n.name.clone(), n);
-        }
-    }
-    check_fleet(&mut c, raw_nodes, network.as_ref().map(|n| n.auth), &nodes);
+    let layer = network.as_ref().map(|n| n.l2.layer).unwrap_or_default();
+    // The raw nodes come in name order, so the checked ones do too, and
+    // the map is built in one pass instead of one search per node.
+    let nodes: BTreeMap<String, Node> = raw_nodes
+        .get_ref()
+        .0
+        .iter()
+        .filter_map(|(name, node)| {
+            let n = check_node(
+                &mut c,
+                name,
+                node.get_ref(),
+                overlays.as_deref(),
+                port,
+                layer,
+            )?;
+            Some((n.name.clone(), n))
+        })
+        .collect();
+    let declared = declared(&raw_nodes.get_ref().0, &nodes);
+    check_fleet(
+        &mut c,
+        raw_nodes.span(),
+        &declared,
+        network.as_ref().map(|n| n.auth),
+        &nodes,
+    );
     let mut network = network;
     if let Some(net) = network.as_mut()
         && let Some(ep) = nodes
@@ -296,7 +308,7 @@ pub(super) fn validate(source: &Source, raw: RawTopology) -> Result<Topology, Co
         net.underlay = Family::of(ep.ip());
     }
     if let Some(net) = network.as_ref().filter(|n| n.datapath == Datapath::Fou) {
-        check_fou(&mut c, raw_nodes, net, &nodes);
+        check_fou(&mut c, &declared, net);
         check_fou_families(&mut c, raw.network.get_ref(), net, &nodes);
     }
     c.errors.sort_by_key(|e| (e.line, e.col));
@@ -619,31 +631,57 @@ fn check_node(
     })
 }
 
+/// A node as declared: its name and table as written, and the checked
+/// node where its own checks passed.
+pub(super) struct Declared<'a> {
+    pub name: &'a Spanned<String>,
+    pub raw: &'a RawNode,
+    pub node: Option<&'a Node>,
+}
+
+/// Every declared node in name order, each with its checked node: one
+/// walk over both maps (both are in name order) instead of a search per
+/// node in each check.
+fn declared<'a>(
+    raw: &'a [(Spanned<String>, Spanned<RawNode>)],
+    nodes: &'a BTreeMap<String, Node>,
+) -> Vec<Declared<'a>> {
+    let mut checked = nodes.values().peekable();
+    raw.iter()
+        .map(|(name, rn)| Declared {
+            name,
+            raw: rn.get_ref(),
+            node: checked.next_if(|n| &n.name == name.get_ref()),
+        })
+        .collect()
+}
+
 /// Checks across nodes: duplicates, hubs, one underlay family.
 fn check_fleet(
     c: &mut Checker,
-    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
+    nodes_at: Range<usize>,
+    declared: &[Declared],
     auth: Option<Auth>,
     nodes: &BTreeMap<String, Node>,
 ) {
-    let mut seen_addr: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    let mut seen_ep: BTreeMap<SocketAddr, &str> = BTreeMap::new();
-    let mut seen_mac: BTreeMap<crate::reconcile::Mac, &str> = BTreeMap::new();
+    let mut seen_addr: HashMap<IpAddr, &str> = HashMap::with_capacity(declared.len());
+    let mut seen_ep: HashMap<SocketAddr, &str> = HashMap::with_capacity(declared.len());
+    let mut seen_mac: HashMap<crate::reconcile::Mac, &Node> =
+        HashMap::with_capacity(declared.len());
     let hub_family = nodes
         .values()
         .filter(|n| n.role == Role::Hub)
         .find_map(|n| n.endpoint.map(|e| (n.name.as_str(), e.is_ipv4())));
     // File order, so a duplicate is blamed on the later declaration.
-    let mut in_file_order: Vec<_> = raw.get_ref().iter().collect();
-    in_file_order.sort_by_key(|(name, _)| name.span().start);
-    for (name, rn) in in_file_order {
-        let Some(node) = nodes.get(name.get_ref()) else {
-            continue;
-        };
+    let mut in_file_order: Vec<(&Declared, &Node)> =
+        declared.iter().filter_map(|d| Some((d, d.node?))).collect();
+    in_file_order.sort_by_key(|(d, _)| d.name.span().start);
+    for (d, node) in in_file_order {
+        let (name, rn) = (d.name, d.raw);
         for &a in &node.addresses {
             if let Some(other) = seen_addr.insert(a, name.get_ref()) {
                 c.err(
-                    address_span(&rn.get_ref().address, a),
+                    address_span(&rn.address, a),
                     format!(
                         "address {a} of node '{}' is already used by node '{other}'",
                         node.name
@@ -652,15 +690,15 @@ fn check_fleet(
             }
         }
         let mac = crate::reconcile::Mac::for_overlay(node.address);
-        if let Some(other) = seen_mac.insert(mac, name.get_ref())
-            && nodes.get(other).is_some_and(|o| o.address != node.address)
+        if let Some(other) = seen_mac.insert(mac, node)
+            && other.address != node.address
         {
             c.err(
-                address_span(&rn.get_ref().address, node.address),
-                format!("address {} of node '{}' maps to MAC {mac} like node '{other}'s; pick addresses that differ in their last 32 bits", node.address, node.name),
+                address_span(&rn.address, node.address),
+                format!("address {} of node '{}' maps to MAC {mac} like node '{}'s; pick addresses that differ in their last 32 bits", node.address, node.name, other.name),
             );
         }
-        if let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) {
+        if let (Some(ep), Some(at)) = (node.endpoint, rn.endpoint.as_ref()) {
             if let Some(other) = seen_ep.insert(ep, name.get_ref()) {
                 c.err(
                     at.span(),
@@ -686,58 +724,50 @@ fn check_fleet(
         }
     }
     if let Some((hub, false)) = hub_family {
-        for (name, rn) in raw.get_ref() {
+        for d in declared {
             // A hub without endpoint is reported on its own already.
-            let is_hub = nodes
-                .get(name.get_ref())
-                .is_some_and(|n| n.role == Role::Hub);
-            if rn.get_ref().endpoint.is_none() && !is_hub {
+            let is_hub = d.node.is_some_and(|n| n.role == Role::Hub);
+            if d.raw.endpoint.is_none() && !is_hub {
                 c.err(
-                    name.span(),
-                    format!("node '{}' has no endpoint, but hub '{hub}' is on IPv6: on an IPv6 underlay every node declares its own address as endpoint (the device sends from it)", name.get_ref()),
+                    d.name.span(),
+                    format!("node '{}' has no endpoint, but hub '{hub}' is on IPv6: on an IPv6 underlay every node declares its own address as endpoint (the device sends from it)", d.name.get_ref()),
                 );
             }
         }
     }
     if auth == Some(Auth::Keys) {
-        for (name, rn) in raw.get_ref() {
-            if rn.get_ref().public_key.is_none() {
+        for d in declared {
+            if d.raw.public_key.is_none() {
                 c.err(
-                    name.span(),
-                    format!("node '{}' has no public_key, but auth = \"keys\": every node needs one (make a key pair with `lvn genkey /etc/lvn/private.key`)", name.get_ref()),
+                    d.name.span(),
+                    format!("node '{}' has no public_key, but auth = \"keys\": every node needs one (make a key pair with `lvn genkey /etc/lvn/private.key`)", d.name.get_ref()),
                 );
             }
         }
     }
-    check_hub_lists(c, raw, nodes);
-    check_families(c, raw, nodes);
+    check_hub_lists(c, declared, nodes);
+    check_families(c, declared);
     if !nodes.is_empty() && !nodes.values().any(|n| n.role == Role::Hub) {
         c.err(
-            raw.span(),
+            nodes_at,
             "no hub is declared: a network needs at least one node with role = \"hub\"",
         );
     }
 }
 
 /// A spoke's `hubs` names hubs of the file, each once, and at least one.
-fn check_hub_lists(
-    c: &mut Checker,
-    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
-    nodes: &BTreeMap<String, Node>,
-) {
+fn check_hub_lists(c: &mut Checker, declared: &[Declared], nodes: &BTreeMap<String, Node>) {
     let hubs: Vec<&str> = nodes
         .values()
         .filter(|n| n.role == Role::Hub)
         .map(|n| n.name.as_str())
         .collect();
-    for (name, rn) in raw.get_ref() {
-        let Some(list) = &rn.get_ref().hubs else {
+    for d in declared {
+        let Some(list) = &d.raw.hubs else {
             continue;
         };
-        if nodes
-            .get(name.get_ref())
-            .is_some_and(|n| n.role == Role::Hub)
-        {
+        let name = d.name;
+        if d.node.is_some_and(|n| n.role == Role::Hub) {
             continue; // reported by the node's own check
         }
         if list.get_ref().is_empty() {
@@ -798,20 +828,14 @@ fn check_fou_families(
 
 /// Datapath "fou" finds a tunnel by outer addresses only (ipip and
 /// ip6tnl alike), so two declared endpoints may not share an address.
-fn check_fou(
-    c: &mut Checker,
-    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<RawNode>>>,
-    net: &Network,
-    nodes: &BTreeMap<String, Node>,
-) {
-    let mut in_file_order: Vec<_> = raw.get_ref().iter().collect();
-    in_file_order.sort_by_key(|(name, _)| name.span().start);
-    let mut by_ip: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    let mut names: BTreeMap<String, &str> = BTreeMap::new();
-    for (name, rn) in in_file_order {
-        let Some(node) = nodes.get(name.get_ref()) else {
-            continue;
-        };
+fn check_fou(c: &mut Checker, declared: &[Declared], net: &Network) {
+    let mut in_file_order: Vec<(&Declared, &Node)> =
+        declared.iter().filter_map(|d| Some((d, d.node?))).collect();
+    in_file_order.sort_by_key(|(d, _)| d.name.span().start);
+    let mut by_ip: HashMap<IpAddr, &str> = HashMap::with_capacity(declared.len());
+    let mut names: HashMap<String, &str> = HashMap::with_capacity(declared.len());
+    for (d, node) in in_file_order {
+        let name = d.name;
         let tunnel = crate::reconcile::tunnel_name(&net.name, &node.name);
         if let Some(other) = names.insert(tunnel.clone(), name.get_ref()) {
             c.err(
@@ -822,7 +846,7 @@ fn check_fou(
                 ),
             );
         }
-        let (Some(ep), Some(at)) = (node.endpoint, rn.get_ref().endpoint.as_ref()) else {
+        let (Some(ep), Some(at)) = (node.endpoint, d.raw.endpoint.as_ref()) else {
             continue;
         };
         if let Some(other) = by_ip.insert(ep.ip(), name.get_ref()) {

@@ -7,6 +7,7 @@
 //! what drives a datapath.
 
 pub mod batch;
+mod dump;
 pub mod fake;
 pub mod fou_genl;
 pub mod kernel;

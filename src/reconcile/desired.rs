@@ -10,8 +10,8 @@ use std::{
 use ipnet::IpNet;
 
 use super::{
-    AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Route, RouteKey, State, Sysctl, Tunnel,
-    Underlay, layer2,
+    AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Reasons, Route, RouteKey, State, Sysctl,
+    Tunnel, Underlay, layer2,
 };
 use crate::{
     config::{Datapath, Layer, Node, Role, Topology},
@@ -67,8 +67,8 @@ pub struct Liveness {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub state: State,
-    /// Looked up only for steps, so hashed rather than ordered.
-    pub reasons: HashMap<ObjectKey, Reason>,
+    /// Looked up only for steps.
+    pub reasons: Reasons,
     /// Why objects that are not wanted go, where it is more than "not declared".
     pub removal_reasons: HashMap<ObjectKey, Reason>,
     /// Peers the datapath cannot carry, and why (FOU: one per remote address).
@@ -144,12 +144,6 @@ pub fn desired_for(
     peers: Peers,
 ) -> Desired {
     let mut d = Desired::default();
-    // A hub holds three objects per spoke (fdb, neighbour, host route).
-    let n = match peers {
-        Peers::All => topo.nodes.len(),
-        Peers::Only(p) => p.len(),
-    };
-    d.reasons.reserve(3 * n + 8);
     let family = topo
         .hubs()
         .find_map(|h| h.endpoint)

@@ -26,7 +26,7 @@ pub use model::{
     Underlay,
 };
 pub use plan::{Action, Object, Plan, PlanError, Step, Summary, plan};
-pub use reason::Reason;
+pub use reason::{Reason, Reasons};
 
 // The naming rules the planner applies, under the names callers know them by.
 pub use crate::naming::{Family, Mac, tunnel_name};

@@ -2,7 +2,7 @@
 //! gap. Pure: no clock, no I/O. Everything a step needs (names, addresses,
 //! MACs, ports) is resolved here, so applying it involves no choices.
 
-use std::collections::BTreeMap;
+use std::{cmp::Ordering, collections::BTreeMap};
 
 use serde::Serialize;
 
@@ -390,6 +390,8 @@ fn fresh_state(
     s
 }
 
+/// Both maps are in key order, so one walk over the two finds every
+/// difference: linear, where a search in `have` per wanted key is not.
 fn diff<K: Ord, V: Clone + PartialEq>(
     want: &BTreeMap<K, V>,
     have: &BTreeMap<K, V>,
@@ -399,31 +401,46 @@ fn diff<K: Ord, V: Clone + PartialEq>(
     removes: &mut Vec<Step>,
     adds: &mut Vec<Step>,
 ) {
-    for (k, h) in have {
-        if !want.contains_key(k) {
-            removes.push(step(
-                Action::Remove,
-                wrap(h.clone()),
-                None,
-                desired.removal_reason(&key(k)),
-            ));
-        }
-    }
-    for (k, w) in want {
-        match have.get(k) {
-            None => adds.push(step(
-                Action::Add,
-                wrap(w.clone()),
-                None,
-                desired.reason(&key(k)),
-            )),
-            Some(h) if h != w => adds.push(step(
-                Action::Change,
-                wrap(w.clone()),
-                Some(wrap(h.clone())),
-                desired.reason(&key(k)),
-            )),
-            Some(_) => {}
+    let (mut w, mut h) = (want.iter().peekable(), have.iter().peekable());
+    loop {
+        let order = match (w.peek(), h.peek()) {
+            (None, None) => return,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((wk, _)), Some((hk, _))) => wk.cmp(hk),
+        };
+        match order {
+            Ordering::Less => {
+                let Some((k, w)) = w.next() else { return };
+                adds.push(step(
+                    Action::Add,
+                    wrap(w.clone()),
+                    None,
+                    desired.reason(&key(k)),
+                ));
+            }
+            Ordering::Greater => {
+                let Some((k, h)) = h.next() else { return };
+                removes.push(step(
+                    Action::Remove,
+                    wrap(h.clone()),
+                    None,
+                    desired.removal_reason(&key(k)),
+                ));
+            }
+            Ordering::Equal => {
+                let (Some((k, w)), Some((_, h))) = (w.next(), h.next()) else {
+                    return;
+                };
+                if h != w {
+                    adds.push(step(
+                        Action::Change,
+                        wrap(w.clone()),
+                        Some(wrap(h.clone())),
+                        desired.reason(&key(k)),
+                    ));
+                }
+            }
         }
     }
 }

@@ -1,6 +1,13 @@
-use std::{fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
 use serde::Serialize;
+
+use super::{Mac, ObjectKey, RouteKey};
 
 /// Why a step is in a plan. Typed, so the plan printout, the JSON output and
 /// the log line all say the same thing.
@@ -100,5 +107,48 @@ impl fmt::Display for Reason {
             Reason::NotDeclared => write!(f, "not declared"),
             Reason::Teardown => write!(f, "down: the device and every entry on it"),
         }
+    }
+}
+
+/// The reason of each object of a desired state. The kinds there are one
+/// of per peer (FDB entries, neighbours, routes) have an ordered map each,
+/// keyed as the state's own maps are: `desired()` fills them in key order
+/// (peers come in name order), which keeps each insert near the last one,
+/// where one hash table of every object is a random write per object into
+/// a table of tens of megabytes at 100k peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reasons {
+    fdb: BTreeMap<Mac, Reason>,
+    neigh: BTreeMap<IpAddr, Reason>,
+    route: BTreeMap<RouteKey, Reason>,
+    other: HashMap<ObjectKey, Reason>,
+}
+
+impl Reasons {
+    /// Set the reason of `key`, returning the one it replaces.
+    pub fn insert(&mut self, key: ObjectKey, reason: Reason) -> Option<Reason> {
+        match key {
+            ObjectKey::Fdb(mac) => self.fdb.insert(mac, reason),
+            ObjectKey::Neigh(ip) => self.neigh.insert(ip, reason),
+            ObjectKey::Route(r) => self.route.insert(r, reason),
+            other => self.other.insert(other, reason),
+        }
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Reason> {
+        match key {
+            ObjectKey::Fdb(mac) => self.fdb.get(mac),
+            ObjectKey::Neigh(ip) => self.neigh.get(ip),
+            ObjectKey::Route(r) => self.route.get(r),
+            other => self.other.get(other),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fdb.len() + self.neigh.len() + self.route.len() + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

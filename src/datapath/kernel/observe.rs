@@ -6,17 +6,18 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
+use rtnetlink::packet_core::NlasIterator;
 use rtnetlink::packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressFlags, AddressMessage},
     link::LinkMessage,
-    neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState},
+    neighbour::{NeighbourAttribute, NeighbourHeader, NeighbourMessage, NeighbourState},
     route::{RouteHeader, RouteMessage},
 };
 
 use super::{
     Kernel,
-    entries::{RouteEntry, mac_of, neigh_ip, route_entry},
+    entries::{RouteEntry, mac_of, route_entry},
     layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
     nl_err,
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::{
     config,
-    datapath::{DatapathError, Scope},
+    datapath::{DatapathError, Scope, dump::dump_raw},
     naming::{Mac, ROUTE_PROTOCOL, owner_alias, tunnel_peer},
     reconcile::{Address, Fdb, Flood, Link, Neigh, Observed, Route, RouteKey},
 };
@@ -110,12 +111,58 @@ impl Kernel {
 }
 
 /// One neighbour or FDB entry as a dump reports it.
+#[derive(Debug, PartialEq, Eq)]
 struct NeighEntry {
     mac: Option<Mac>,
     dst: Option<IpAddr>,
     /// Left out of dumps when it equals the device's port.
     port: Option<u16>,
     permanent: bool,
+}
+
+/// RTM_NEWNEIGH: a neighbour or FDB entry.
+const RTM_NEWNEIGH: u16 = 28;
+/// Neighbour attributes lvn reads (linux/neighbour.h).
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const NDA_PORT: u16 = 6;
+
+/// The entry in an RTM_NEWNEIGH payload (ndmsg, then attributes), if it
+/// is on device `index`.
+fn neigh_entry(payload: &[u8], index: u32) -> Option<NeighEntry> {
+    let header = NeighbourHeader::parse(payload).ok()?;
+    if header.ifindex != index {
+        return None;
+    }
+    let mut e = NeighEntry {
+        mac: None,
+        dst: None,
+        port: None,
+        permanent: header.state == NeighbourState::Permanent,
+    };
+    for nla in NlasIterator::new(payload.get(NEIGHBOUR_HEADER..)?) {
+        let Ok(nla) = nla else { break };
+        let v = nla.value();
+        match nla.kind() {
+            NDA_LLADDR => e.mac = mac_of(v),
+            NDA_DST => e.dst = ip_of(v),
+            NDA_PORT if v.len() == 2 => e.port = Some(u16::from_be_bytes([v[0], v[1]])),
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+/// Bytes of an ndmsg.
+const NEIGHBOUR_HEADER: usize = 12;
+
+/// An address attribute: 4 bytes IPv4, 16 bytes IPv6.
+fn ip_of(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
 }
 
 impl Kernel {
@@ -205,6 +252,10 @@ impl Kernel {
         let fdb = self
             .neighbours_on(req, index, &format!("listing fdb entries of {dev}"))
             .await?;
+        // Dumps come in the kernel's hash order: collected and then built
+        // into the (empty) maps at once, sorted, rather than inserted one
+        // by one at random places.
+        let mut unicast = Vec::with_capacity(fdb.len());
         for e in fdb {
             if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
                 let port = e.port.unwrap_or(port);
@@ -214,17 +265,16 @@ impl Kernel {
             } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
                 let port = e.port.unwrap_or(port);
                 let dev = dev.clone();
-                obs.state.fdb.insert(
+                let f = Fdb {
+                    dev,
                     mac,
-                    Fdb {
-                        dev,
-                        mac,
-                        dst,
-                        port,
-                    },
-                );
+                    dst,
+                    port,
+                };
+                unicast.push((mac, f));
             }
         }
+        obs.state.fdb = unicast.into_iter().collect();
 
         let mut neighbours = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -236,59 +286,44 @@ impl Kernel {
                     .await?,
             );
         }
+        let mut permanent = Vec::with_capacity(neighbours.len());
         for e in neighbours {
             let Some(address) = e.dst else { continue };
             match e.mac {
                 Some(mac) if e.permanent => {
                     let dev = dev.clone();
-                    obs.state
-                        .neighbours
-                        .insert(address, Neigh { dev, address, mac });
+                    permanent.push((address, Neigh { dev, address, mac }));
                 }
                 _ => {
                     obs.kernel_neighbours.insert(address);
                 }
             }
         }
+        obs.state.neighbours = permanent.into_iter().collect();
         Ok(())
     }
 
     /// Dump neighbour or FDB entries and keep those on device `index`.
+    /// Read as bytes (`dump_raw`): a hub's dumps hold an entry per spoke,
+    /// and only three attributes of each are needed.
     async fn neighbours_on(
         &self,
         req: NeighbourMessage,
         index: u32,
         op: &str,
     ) -> Result<Vec<NeighEntry>, DatapathError> {
-        let replies = self
-            .nl
-            .dump(RouteNetlinkMessage::GetNeighbour(req))
+        let mut out = Vec::new();
+        let keep = |kind: u16, payload: &[u8]| {
+            if kind != RTM_NEWNEIGH {
+                return;
+            }
+            if let Some(e) = neigh_entry(payload, index) {
+                out.push(e);
+            }
+        };
+        dump_raw(RouteNetlinkMessage::GetNeighbour(req), keep)
             .await
             .map_err(nl_err(op))?;
-        let mut out = Vec::new();
-        for m in replies {
-            let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                continue;
-            };
-            if n.header.ifindex != index {
-                continue;
-            }
-            let mut e = NeighEntry {
-                mac: None,
-                dst: None,
-                port: None,
-                permanent: n.header.state == NeighbourState::Permanent,
-            };
-            for attr in &n.attributes {
-                match attr {
-                    NeighbourAttribute::LinkLayerAddress(b) => e.mac = mac_of(b),
-                    NeighbourAttribute::Destination(a) => e.dst = neigh_ip(a),
-                    NeighbourAttribute::Port(x) => e.port = Some(*x),
-                    _ => {}
-                }
-            }
-            out.push(e);
-        }
         Ok(out)
     }
 
@@ -341,5 +376,54 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_core::Emitable;
+    use rtnetlink::packet_route::neighbour::NeighbourAddress;
+
+    use super::*;
+
+    /// What the crate's own encoder writes, `neigh_entry` reads back: an
+    /// FDB entry (raw destination bytes, port) and a neighbour on another
+    /// device (skipped).
+    #[test]
+    fn neigh_entry_reads_what_the_crate_writes() {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = 7;
+        m.header.state = NeighbourState::Permanent;
+        m.attributes.extend([
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0x4c, 100, 64, 1, 2]),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![203, 0, 113, 7])),
+            NeighbourAttribute::Port(40059),
+        ]);
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        assert_eq!(
+            neigh_entry(&b, 7),
+            Some(NeighEntry {
+                mac: Some(Mac([2, 0x4c, 100, 64, 1, 2])),
+                dst: Some(IpAddr::from([203, 0, 113, 7])),
+                port: Some(40059),
+                permanent: true,
+            })
+        );
+        assert_eq!(neigh_entry(&b, 8), None, "another device");
+
+        let mut n = NeighbourMessage::default();
+        n.header.family = AddressFamily::Inet6;
+        n.header.ifindex = 7;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                "2001:db8::1".parse().expect("address"),
+            )));
+        let mut b = vec![0; n.buffer_len()];
+        n.emit(&mut b);
+        let e = neigh_entry(&b, 7).expect("on the device");
+        assert_eq!(e.dst, Some("2001:db8::1".parse().expect("address")));
+        assert_eq!((e.mac, e.port, e.permanent), (None, None, false));
     }
 }
