@@ -147,7 +147,7 @@ async fn apply<D: Datapath>(
     plan: &reconcile::Plan,
     applied: &mut Applied,
 ) -> Result<(), ReconcileError> {
-    if plan.is_empty() {
+    if plan.is_empty() && !dp.untidy() {
         return Ok(());
     }
     let report = dp

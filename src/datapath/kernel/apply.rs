@@ -93,6 +93,7 @@ impl Kernel {
             }
             rest = tail;
         }
+        report.writes += self.tidy().await?;
         Ok(report)
     }
 
@@ -135,9 +136,13 @@ impl Kernel {
     async fn delete_link(&mut self, name: &str, op: String) -> Result<(), DatapathError> {
         let mut m = LinkMessage::default();
         m.header.index = self.index_of(name)?;
+        let index = m.header.index;
         self.link_request(RouteNetlinkMessage::DelLink(m), Mode::Plain, op)
             .await?;
         self.index.remove(name);
+        // The kernel removes the device's nexthops and routes with it.
+        self.gw.nexthops.forget_device(index);
+        self.gw.routes.retain(|_, (r, _)| r.dev != name);
         Ok(())
     }
 
@@ -240,7 +245,9 @@ impl Kernel {
         batch: &[Step],
         report: &mut ApplyReport,
     ) -> Result<(), DatapathError> {
+        // Each step's requests (a gateway route: its nexthop, then itself).
         let mut requests = Vec::with_capacity(batch.len());
+        let mut steps: Vec<(&Step, u32, usize)> = Vec::with_capacity(batch.len());
         for s in batch {
             if let Object::Sysctl(x) = &s.object {
                 report.writes += 1;
@@ -252,22 +259,33 @@ impl Kernel {
                 Some(dev) => self.index_of(dev)?,
                 None => 0,
             };
-            if let Some(r) = entry_request(index, s) {
-                requests.push((s, r));
+            let at = requests.len();
+            if let Object::Route(r) = &s.object {
+                self.route_requests(index, s.action, r, &mut requests);
+            } else if let Some(r) = entry_request(index, s) {
+                requests.push(r.into());
+            }
+            if requests.len() > at {
+                steps.push((s, index, requests.len() - at));
             }
         }
         if requests.is_empty() {
             return Ok(());
         }
         report.writes += requests.len();
-        let (steps, messages): (Vec<&Step>, Vec<_>) = requests.into_iter().unzip();
         let results = self
             .batch()?
-            .ack_all(messages)
+            .ack_all(requests)
             .await
             .map_err(nl_err("sending a batch of requests"))?;
-        for (s, r) in steps.into_iter().zip(results) {
-            r.map_err(nl_err(describe(s)))?;
+        let mut results = results.into_iter();
+        for (s, index, n) in steps {
+            for r in results.by_ref().take(n) {
+                r.map_err(nl_err(describe(s)))?;
+            }
+            if let Object::Route(r) = &s.object {
+                self.route_done(index, s.action, r);
+            }
             report.done.push(s.clone());
         }
         Ok(())
