@@ -139,7 +139,7 @@ pub fn dump_message() -> Vec<u8> {
 /// Where a network's ids start: spread over lvn's range by its name, so
 /// several networks on one node rarely even meet (they skip each other's
 /// ids in any case).
-fn first_id(network: &str) -> u32 {
+pub fn first_id(network: &str) -> u32 {
     let h = network.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
