@@ -221,3 +221,54 @@ fn gateway_routes_are_nexthop_objects_of_lvns_own() {
     let out = run(&["ip", "-n", &hub, "route", "show", "proto", "76"]);
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// Dual stack: the IPv6 gateway route to a spoke is on an IPv6 nexthop
+/// object of lvn's too, and goes with its route.
+#[test]
+fn ipv6_gateway_routes_are_nexthop_objects_too() {
+    let mut lab = Lab::new("nh6");
+    let hub = lab.host("hub", &[&format!("{HUB}/24")]);
+    let topo = |spoke: bool| {
+        let mut t = format!(
+            r#"[network]
+name = "ninux"
+overlay = ["100.64.0.0/16", "fd00:64::/64"]
+port = 4789
+vni = 4242
+
+[nodes.hub1]
+role = "hub"
+address = ["100.64.0.1", "fd00:64::1"]
+endpoint = "{HUB}"
+
+[nodes.alice]
+address = ["100.64.1.2", "fd00:64::2"]
+endpoint = "198.51.100.10:4789"
+"#
+        );
+        if spoke {
+            t += "\n[nodes.bob]\naddress = [\"100.64.1.3\", \"fd00:64::3\"]\nendpoint = \"198.51.100.11:4789\"\n";
+        }
+        t
+    };
+    let cfg = lab.write_config("t.toml", &topo(true));
+    let v = lab.apply_json(&hub, &cfg, "hub1");
+    assert_eq!(remaining(&v), 0, "{v}");
+    let bob = sh(&["ip", "-n", &hub, "-6", "route", "show", "fd00:64::3"]);
+    let id = nhid(&bob).unwrap_or_else(|| panic!("bob's IPv6 route by nhid: {bob}"));
+    let line = nexthop(&hub, id).expect("the IPv6 nexthop");
+    for want in ["via fd00:64::3 ", DEV, "proto 76", "onlink"] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    let out = lab.lvn(&hub, &cfg, "hub1", &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let cfg = lab.write_config("t2.toml", &topo(false));
+    let v = lab.apply_json(&hub, &cfg, "hub1");
+    assert_eq!(remaining(&v), 0, "{v}");
+    let bob = sh(&["ip", "-n", &hub, "-6", "route", "show", "fd00:64::3"]);
+    assert_eq!(bob.trim(), "", "bob's IPv6 route is gone");
+    assert_eq!(nexthop(&hub, id), None, "and its nexthop");
+    let alice = sh(&["ip", "-n", &hub, "-6", "route", "show", "fd00:64::2"]);
+    assert!(nhid(&alice).is_some(), "alice's stays: {alice}");
+}

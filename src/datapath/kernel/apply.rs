@@ -133,10 +133,16 @@ impl Kernel {
     }
 
     /// Delete device `name` by its index, and forget the index.
-    async fn delete_link(&mut self, name: &str, op: String) -> Result<(), DatapathError> {
+    async fn delete_link(
+        &mut self,
+        name: &str,
+        op: String,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
         let mut m = LinkMessage::default();
         m.header.index = self.index_of(name)?;
         let index = m.header.index;
+        report.writes += self.clear_device(name, index).await?;
         self.link_request(RouteNetlinkMessage::DelLink(m), Mode::Plain, op)
             .await?;
         self.index.remove(name);
@@ -156,7 +162,7 @@ impl Kernel {
         let op = describe(s);
         report.writes += 1;
         match s.action {
-            Action::Remove => self.delete_link(&t.name, op).await?,
+            Action::Remove => self.delete_link(&t.name, op, report).await?,
             Action::Add => {
                 let m = tunnel_message(t);
                 self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Create, op)
@@ -193,13 +199,13 @@ impl Kernel {
         match (s.action, s.replace.is_empty()) {
             (Action::Remove, _) => {
                 report.writes += 1;
-                self.delete_link(&link.name, op).await?;
+                self.delete_link(&link.name, op, report).await?;
             }
             (Action::Add, _) | (Action::Change, false) => {
                 if s.action == Action::Change {
                     report.writes += 1;
                     let op = format!("removing link {} to re-create it", link.name);
-                    self.delete_link(&link.name, op).await?;
+                    self.delete_link(&link.name, op, report).await?;
                 }
                 report.writes += 1;
                 let m = vxlan_message(link);

@@ -150,6 +150,62 @@ impl Kernel {
         }
     }
 
+    /// Before device `name` (index `index`) goes: delete lvn's gateway
+    /// routes on it, then its nexthops. The kernel would remove them with
+    /// the device, but a nexthop removed while routes use it costs a walk
+    /// of every route table (fib_flush), so a device with n of them took
+    /// time quadratic in n (seen: 10k 0.9 s, 30k 14.7 s, 100k 125 s; routes
+    /// and nexthops first, then the device: 30k 2.5 s). Returns the
+    /// requests sent.
+    pub(super) async fn clear_device(
+        &mut self,
+        name: &str,
+        index: u32,
+    ) -> Result<usize, DatapathError> {
+        let mut requests = Vec::new();
+        let mut routes: Vec<_> = self
+            .gw
+            .routes
+            .iter()
+            .filter(|(_, (r, id))| r.dev == name && id.is_some())
+            .collect();
+        routes.sort_by_key(|(k, _)| **k);
+        for (_, (r, id)) in routes {
+            let Some(id) = id else { continue };
+            requests.push(Request::Route(
+                RouteNetlinkMessage::DelRoute(route_nh_message(r, *id)),
+                Mode::Plain,
+            ));
+        }
+        let mut ids: Vec<u32> = self
+            .gw
+            .nexthops
+            .ours
+            .iter()
+            .filter(|(_, (oif, _))| *oif == index)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            requests.push(Request::Raw {
+                kind: RTM_DELNEXTHOP,
+                mode: Mode::Plain,
+                payload: nexthop::del_message(id),
+            });
+        }
+        if requests.is_empty() {
+            return Ok(0);
+        }
+        let n = requests.len();
+        // Whatever fails here (gone already) goes with the device anyway.
+        let _ = self
+            .batch()?
+            .ack_all(requests)
+            .await
+            .map_err(nl_err("sending a batch of requests"))?;
+        Ok(n)
+    }
+
     /// Work of the datapath's own that no plan step shows.
     pub(super) fn is_untidy(&self) -> bool {
         let index = self.index_by_name();
