@@ -4,7 +4,7 @@
 //! `sendto`.
 //!
 //! `observe.rs` reads (dumps of links, addresses, neighbours and FDB
-//! entries, routes), `apply.rs` writes (phases, device changes, batches);
+//! entries, nexthops, routes), `apply.rs` writes (phases, device changes, batches);
 //! the netlink messages live in `link.rs` (VXLAN device, ipip/fou and
 //! ip6tnl/GUE tunnels)
 //! and `entries.rs` (addresses, FDB, neighbours, routes), device settings

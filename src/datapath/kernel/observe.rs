@@ -1,5 +1,6 @@
 //! Reading what lvn owns: one dump each of links, addresses, neighbours
-//! and FDB entries, and routes, filtered to lvn's devices. Everything else
+//! and FDB entries, nexthops and routes, filtered to lvn's devices (a
+//! route on a nexthop object gets its gateway from the nexthop dump). Everything else
 //! seen on the way is recorded only as far as the planner must stay away
 //! from it (foreign devices and routes, kernel-made neighbours).
 
