@@ -173,6 +173,13 @@ impl Nexthops {
                 t.insert(nh.id, oif, gw);
             }
         }
+        // Go on after lvn's highest id: a hub with 100k spokes does not
+        // step over all of them for each one it learns.
+        if let Some(top) = t.ours.keys().max()
+            && *top >= t.next
+        {
+            t.next = top.checked_add(1).unwrap_or(FIRST_ID);
+        }
         t
     }
 
@@ -277,6 +284,17 @@ mod tests {
         t.remove(a);
         assert_eq!(t.find(9, gw), None);
         assert_ne!(first_id("lab"), first_id("lab2"));
+        // Observed again with lvn's own at start + 1 and + 2: new ids go on
+        // after them.
+        let ours = |id| Nexthop {
+            id,
+            protocol: ROUTE_PROTOCOL,
+            oif: Some(9),
+            gateway: Some(gw),
+        };
+        let mut again = Nexthops::new(&[foreign, ours(a), ours(b)], "lab", |i| i == 9);
+        assert_eq!(again.ours.len(), 2);
+        assert_eq!(again.allocate(9, "100.64.1.4".parse().unwrap()), b + 1);
         let mut top = Nexthops {
             next: u32::MAX,
             ..Nexthops::default()
