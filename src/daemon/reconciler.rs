@@ -257,7 +257,7 @@ async fn apply_plan<D: Datapath>(
     plan: &reconcile::Plan,
     applied: &mut Applied,
 ) -> Result<(), ReconcileError> {
-    if plan.is_empty() {
+    if plan.is_empty() && !dp.untidy() {
         return Ok(());
     }
     let report = dp

@@ -3,12 +3,13 @@
 //! does not stop the next), so a batch of fdb, neighbour and route requests
 //! costs one system call per chunk instead of one per entry. Acks are read
 //! after each chunk, so the receive buffer never holds more than a chunk's.
+//! Messages the crate does not know (nexthop objects) go as raw bytes.
 
 use std::{io, os::fd::AsRawFd};
 
 use rtnetlink::{
     packet_core::{
-        DecodeError, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+        DecodeError, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
         NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
     },
     packet_route::RouteNetlinkMessage,
@@ -22,6 +23,29 @@ use super::netlink::Mode;
 const CHUNK: usize = 32 << 10;
 /// Receive buffer: a chunk's acks with room to spare.
 const RX_BUFFER: usize = 4 << 20;
+
+/// One request of a batch.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Route(RouteNetlinkMessage, Mode),
+    /// A message the crate has no type for: netlink type and payload.
+    Raw {
+        kind: u16,
+        mode: Mode,
+        payload: Vec<u8>,
+    },
+}
+
+impl From<(RouteNetlinkMessage, Mode)> for Request {
+    fn from((m, mode): (RouteNetlinkMessage, Mode)) -> Request {
+        Request::Route(m, mode)
+    }
+}
+
+/// NLMSG_DONE and NLMSG_ERROR, and the length of a netlink header.
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const HEADER: usize = 16;
 
 /// A socket for batched requests; one batch at a time.
 pub struct Batch {
@@ -54,10 +78,7 @@ impl Batch {
     }
 
     /// Send every request, in order, and return each one's result.
-    pub async fn ack_all(
-        &mut self,
-        requests: Vec<(RouteNetlinkMessage, Mode)>,
-    ) -> io::Result<Vec<io::Result<()>>> {
+    pub async fn ack_all(&mut self, requests: Vec<Request>) -> io::Result<Vec<io::Result<()>>> {
         let mut results: Vec<Option<io::Result<()>>> = Vec::with_capacity(requests.len());
         let mut start = 0;
         let total = requests.len();
@@ -67,15 +88,27 @@ impl Batch {
             self.out.clear();
             let first = self.seq.wrapping_add(1);
             let mut count = 0;
-            for (msg, mode) in pending.by_ref() {
+            for r in pending.by_ref() {
                 self.seq = self.seq.wrapping_add(1);
-                let mut m = NetlinkMessage::from(msg);
-                m.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags(mode);
-                m.header.sequence_number = self.seq;
-                m.finalize();
-                let at = self.out.len();
-                self.out.resize(at + m.buffer_len(), 0);
-                m.serialize(&mut self.out[at..]);
+                match r {
+                    Request::Route(msg, mode) => {
+                        let mut m = NetlinkMessage::from(msg);
+                        m.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags(mode);
+                        m.header.sequence_number = self.seq;
+                        m.finalize();
+                        let at = self.out.len();
+                        self.out.resize(at + m.buffer_len(), 0);
+                        m.serialize(&mut self.out[at..]);
+                    }
+                    Request::Raw {
+                        kind,
+                        mode,
+                        payload,
+                    } => {
+                        let f = NLM_F_REQUEST | NLM_F_ACK | flags(mode);
+                        raw_message(&mut self.out, kind, f, self.seq, &payload);
+                    }
+                }
                 results.push(None);
                 count += 1;
                 if self.out.len() >= CHUNK {
@@ -91,6 +124,56 @@ impl Batch {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(io::Error::other("no acknowledgement"))))
             .collect())
+    }
+
+    /// Dump messages the crate has no type for (nexthops): send request
+    /// `kind` with `payload`, and hand each reply's type and payload to
+    /// `each`.
+    pub async fn dump_raw(
+        &mut self,
+        kind: u16,
+        payload: &[u8],
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.out.clear();
+        raw_message(
+            &mut self.out,
+            kind,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            payload,
+        );
+        self.send().await?;
+        loop {
+            let mut guard = self.fd.readable().await?;
+            self.inb.clear();
+            let inb = &mut self.inb;
+            let n = match guard.try_io(|s| s.get_ref().recv(inb, 0)) {
+                Ok(r) => r?,
+                Err(_would_block) => continue,
+            };
+            for (t, s, body) in raw_datagram(&self.inb[..n]) {
+                if s != seq {
+                    continue;
+                }
+                if t != NLMSG_DONE && t != NLMSG_ERROR {
+                    each(t, body);
+                    continue;
+                }
+                // Both carry an error code first (0: the dump is complete).
+                let code = body
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                return if code < 0 {
+                    Err(io::Error::from_raw_os_error(-code))
+                } else {
+                    Ok(())
+                };
+            }
+        }
     }
 
     async fn send(&mut self) -> io::Result<()> {
@@ -173,6 +256,46 @@ pub fn datagram(
     })
 }
 
+/// Append one netlink message: header (length, type, flags, sequence,
+/// port 0) and payload, padded to 4 bytes.
+fn raw_message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u8]) {
+    let len = (HEADER + payload.len()) as u32;
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize((out.len() + 3) & !3, 0);
+}
+
+/// The messages of a datagram as (type, sequence, payload), undecoded; a
+/// message whose length does not fit ends it.
+pub fn raw_datagram(bytes: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    raw_messages(bytes).map(|m| {
+        let kind = u16::from_ne_bytes([m[4], m[5]]);
+        let seq = u32::from_ne_bytes([m[8], m[9], m[10], m[11]]);
+        (kind, seq, &m[HEADER..])
+    })
+}
+
+/// The messages of a datagram, each whole (header included), undecoded;
+/// a message whose length does not fit ends it.
+pub fn raw_messages(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if bytes.len() < HEADER {
+            return None;
+        }
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if len < HEADER || len > bytes.len() {
+            return None;
+        }
+        let m = &bytes[..len];
+        bytes = &bytes[((len + 3) & !3).min(bytes.len())..];
+        Some(m)
+    })
+}
+
 fn flags(mode: Mode) -> u16 {
     match mode {
         Mode::Create => NLM_F_CREATE | NLM_F_EXCL,
@@ -229,8 +352,10 @@ mod tests {
                 .expect("runtime");
             rt.block_on(async {
                 let mut b = Batch::open().expect("open");
-                let mut requests: Vec<_> = (1..=1000).map(|m| (route(m), Mode::Create)).collect();
-                requests[600] = (route(7), Mode::Create);
+                let mut requests: Vec<Request> = (1..=1000)
+                    .map(|m| (route(m), Mode::Create).into())
+                    .collect();
+                requests[600] = (route(7), Mode::Create).into();
                 let results = b.ack_all(requests).await.expect("batch");
                 assert_eq!(results.len(), 1000);
                 for (i, r) in results.iter().enumerate() {
@@ -244,8 +369,8 @@ mod tests {
                 // A second batch on the same socket: sequence numbers go on.
                 let again = b
                     .ack_all(vec![
-                        (route(601), Mode::Create),
-                        (route(5000), Mode::Create),
+                        (route(601), Mode::Create).into(),
+                        (route(5000), Mode::Create).into(),
                     ])
                     .await
                     .expect("batch");

@@ -120,4 +120,11 @@ pub trait Datapath {
     /// created again has a new index, which is how a caller holding a
     /// socket bound to the old one knows to reopen it.
     fn ifindex(&self, device: &str) -> Option<u32>;
+    /// The datapath has work of its own that no plan step shows (the
+    /// kernel's: gateway routes of an older lvn to move onto nexthop
+    /// objects, nexthops left without a route), done by the next `apply`,
+    /// even of an empty plan.
+    fn untidy(&self) -> bool {
+        false
+    }
 }

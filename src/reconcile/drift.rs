@@ -61,6 +61,15 @@ pub enum Change {
         protocol: u8,
         via: Option<IpAddr>,
     },
+    /// A nexthop object (lvn's gateway routes use them). Deleting one
+    /// deletes the IPv4 routes on it without a route notification.
+    Nexthop {
+        id: u32,
+        gone: bool,
+        oif: Option<u32>,
+        gateway: Option<IpAddr>,
+        protocol: u8,
+    },
     /// Notifications were lost (the socket overflowed): anything may have
     /// changed.
     Lost,
@@ -75,6 +84,7 @@ pub enum ChangeKey {
     Neigh(u32, IpAddr),
     Fdb(u32, Mac, IpAddr),
     Route(RouteKey),
+    Nexthop(u32),
     Lost,
 }
 
@@ -88,6 +98,7 @@ impl Change {
                 index, mac, dst, ..
             } => ChangeKey::Fdb(*index, *mac, *dst),
             Change::Route { key, .. } => ChangeKey::Route(*key),
+            Change::Nexthop { id, .. } => ChangeKey::Nexthop(*id),
             Change::Lost => ChangeKey::Lost,
         }
     }
@@ -271,6 +282,25 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
                 _ => None,
             }
         }
+        Change::Nexthop {
+            id,
+            gone: true,
+            oif: Some(oif),
+            gateway: Some(gw),
+            protocol: ROUTE_PROTOCOL,
+        } => {
+            // lvn's own nexthops go when no route wants them any more.
+            let dev = w.dev(*oif)?;
+            let r = d
+                .routes
+                .values()
+                .find(|r| r.dev == dev && r.via == Some(*gw))?;
+            Some(format!(
+                "nexthop {id} via {gw} on {dev} removed, and route {} with it",
+                r.dst
+            ))
+        }
+        Change::Nexthop { .. } => None,
     }
 }
 
@@ -531,5 +561,25 @@ mod tests {
             permanent: false,
         };
         assert_eq!(drift(&w, &kernel), None);
+    }
+
+    #[test]
+    fn a_nexthop_of_lvns_removed_is_drift_of_its_route() {
+        let w = watch();
+        let nh = |gone, oif, gw: &str, protocol| Change::Nexthop {
+            id: 0x8000_0001,
+            gone,
+            oif: Some(oif),
+            gateway: Some(gw.parse().unwrap()),
+            protocol,
+        };
+        let d = drift(&w, &nh(true, 7, "100.64.1.2", ROUTE_PROTOCOL)).expect("drift");
+        assert!(d.contains("route 100.64.1.2/32"), "{d}");
+        // Made by lvn, or no route wants it (lvn removing what it left).
+        assert_eq!(drift(&w, &nh(false, 7, "100.64.1.2", ROUTE_PROTOCOL)), None);
+        assert_eq!(drift(&w, &nh(true, 7, "100.64.1.3", ROUTE_PROTOCOL)), None);
+        // Someone else's, or on another device.
+        assert_eq!(drift(&w, &nh(true, 7, "100.64.1.2", 4)), None);
+        assert_eq!(drift(&w, &nh(true, 8, "100.64.1.2", ROUTE_PROTOCOL)), None);
     }
 }

@@ -93,6 +93,7 @@ impl Kernel {
             }
             rest = tail;
         }
+        report.writes += self.tidy().await?;
         Ok(report)
     }
 
@@ -132,12 +133,22 @@ impl Kernel {
     }
 
     /// Delete device `name` by its index, and forget the index.
-    async fn delete_link(&mut self, name: &str, op: String) -> Result<(), DatapathError> {
+    async fn delete_link(
+        &mut self,
+        name: &str,
+        op: String,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
         let mut m = LinkMessage::default();
         m.header.index = self.index_of(name)?;
+        let index = m.header.index;
+        report.writes += self.clear_device(name, index).await?;
         self.link_request(RouteNetlinkMessage::DelLink(m), Mode::Plain, op)
             .await?;
         self.index.remove(name);
+        // The kernel removes the device's nexthops and routes with it.
+        self.gw.nexthops.forget_device(index);
+        self.gw.routes.retain(|_, (r, _)| r.dev != name);
         Ok(())
     }
 
@@ -151,7 +162,7 @@ impl Kernel {
         let op = describe(s);
         report.writes += 1;
         match s.action {
-            Action::Remove => self.delete_link(&t.name, op).await?,
+            Action::Remove => self.delete_link(&t.name, op, report).await?,
             Action::Add => {
                 let m = tunnel_message(t);
                 self.link_request(RouteNetlinkMessage::NewLink(m), Mode::Create, op)
@@ -188,13 +199,13 @@ impl Kernel {
         match (s.action, s.replace.is_empty()) {
             (Action::Remove, _) => {
                 report.writes += 1;
-                self.delete_link(&link.name, op).await?;
+                self.delete_link(&link.name, op, report).await?;
             }
             (Action::Add, _) | (Action::Change, false) => {
                 if s.action == Action::Change {
                     report.writes += 1;
                     let op = format!("removing link {} to re-create it", link.name);
-                    self.delete_link(&link.name, op).await?;
+                    self.delete_link(&link.name, op, report).await?;
                 }
                 report.writes += 1;
                 let m = vxlan_message(link);
@@ -240,7 +251,9 @@ impl Kernel {
         batch: &[Step],
         report: &mut ApplyReport,
     ) -> Result<(), DatapathError> {
+        // Each step's requests (a gateway route: its nexthop, then itself).
         let mut requests = Vec::with_capacity(batch.len());
+        let mut steps: Vec<(&Step, u32, usize)> = Vec::with_capacity(batch.len());
         for s in batch {
             if let Object::Sysctl(x) = &s.object {
                 report.writes += 1;
@@ -252,22 +265,33 @@ impl Kernel {
                 Some(dev) => self.index_of(dev)?,
                 None => 0,
             };
-            if let Some(r) = entry_request(index, s) {
-                requests.push((s, r));
+            let at = requests.len();
+            if let Object::Route(r) = &s.object {
+                self.route_requests(index, s.action, r, &mut requests);
+            } else if let Some(r) = entry_request(index, s) {
+                requests.push(r.into());
+            }
+            if requests.len() > at {
+                steps.push((s, index, requests.len() - at));
             }
         }
         if requests.is_empty() {
             return Ok(());
         }
         report.writes += requests.len();
-        let (steps, messages): (Vec<&Step>, Vec<_>) = requests.into_iter().unzip();
         let results = self
             .batch()?
-            .ack_all(messages)
+            .ack_all(requests)
             .await
             .map_err(nl_err("sending a batch of requests"))?;
-        for (s, r) in steps.into_iter().zip(results) {
-            r.map_err(nl_err(describe(s)))?;
+        let mut results = results.into_iter();
+        for (s, index, n) in steps {
+            for r in results.by_ref().take(n) {
+                r.map_err(nl_err(describe(s)))?;
+            }
+            if let Object::Route(r) = &s.object {
+                self.route_done(index, s.action, r);
+            }
             report.done.push(s.clone());
         }
         Ok(())

@@ -18,7 +18,7 @@ use rtnetlink::packet_route::{
     },
 };
 
-use super::family_of;
+use super::{family_of, nexthop::Nexthop};
 use crate::{
     datapath::netlink::Mode,
     naming::{Mac, ROUTE_PROTOCOL},
@@ -152,7 +152,7 @@ pub(super) fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     }
 }
 
-fn route_message(index: u32, r: &Route) -> RouteMessage {
+pub(super) fn route_message(index: u32, r: &Route) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = family_of(&r.dst);
     m.header.destination_prefix_length = r.dst.prefix_len();
@@ -174,6 +174,26 @@ fn route_message(index: u32, r: &Route) -> RouteMessage {
             .push(RouteAttribute::Gateway(RouteAddress::from(via)));
     }
     m.attributes.push(RouteAttribute::Oif(index));
+    m.attributes.push(RouteAttribute::Priority(r.metric));
+    m
+}
+
+/// `X nhid ID proto 76 metric M`: a gateway route through nexthop
+/// object `id` (nexthop.rs). The kernel refuses a device or gateway
+/// beside the id, and deletes such a route only by its id.
+pub(super) fn route_nh_message(r: &Route, id: u32) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(&r.dst);
+    m.header.destination_prefix_length = r.dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    m.header.kind = RouteType::Unicast;
+    m.header.scope = RouteScope::Universe;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(
+            r.dst.network(),
+        )));
+    m.attributes.push(RouteAttribute::NhId(id));
     m.attributes.push(RouteAttribute::Priority(r.metric));
     m
 }
@@ -220,11 +240,24 @@ pub(super) struct RouteEntry {
     pub oif: Option<u32>,
     pub via: Option<IpAddr>,
     pub protocol: u8,
+    /// The nexthop object the route uses: its device and gateway come
+    /// with it only while net.ipv4.nexthop_compat_mode is 1.
+    pub nhid: Option<u32>,
+}
+
+impl RouteEntry {
+    /// Fill in the device and gateway from the route's nexthop object.
+    pub fn resolve(&mut self, nh: Option<&Nexthop>) {
+        if let Some(nh) = nh.filter(|nh| Some(nh.id) == self.nhid) {
+            self.oif = self.oif.or(nh.oif);
+            self.via = self.via.or(nh.gateway);
+        }
+    }
 }
 
 pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
     let mut table = u32::from(r.header.table);
-    let (mut dst, mut via, mut oif, mut metric) = (None, None, None, 0);
+    let (mut dst, mut via, mut oif, mut metric, mut nhid) = (None, None, None, 0, None);
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
@@ -232,6 +265,7 @@ pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
             RouteAttribute::Gateway(g) => via = route_ip(g),
             RouteAttribute::Oif(o) => oif = Some(*o),
             RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::NhId(id) => nhid = Some(*id),
             _ => {}
         }
     }
@@ -249,5 +283,6 @@ pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
         oif,
         via,
         protocol: u8::from(r.header.protocol),
+        nhid,
     })
 }

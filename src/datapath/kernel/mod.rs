@@ -4,19 +4,22 @@
 //! `sendto`.
 //!
 //! `observe.rs` reads (dumps of links, addresses, neighbours and FDB
-//! entries, routes), `apply.rs` writes (phases, device changes, batches);
+//! entries, nexthops, routes), `apply.rs` writes (phases, device changes, batches);
 //! the netlink messages live in `link.rs` (VXLAN device, ipip/fou and
 //! ip6tnl/GUE tunnels)
 //! and `entries.rs` (addresses, FDB, neighbours, routes), device settings
 //! in `sysctl.rs`, and what datapath "fou" needs from the kernel in `fou.rs`.
-//! `monitor.rs` listens to the kernel's notifications (drift).
+//! `monitor.rs` listens to the kernel's notifications (drift). Routes
+//! with a gateway go through nexthop objects (`nexthop.rs`, `gateway.rs`).
 
 mod apply;
 mod entries;
 mod fou;
+mod gateway;
 mod layer2;
 mod link;
 pub mod monitor;
+pub mod nexthop;
 mod observe;
 mod sysctl;
 
@@ -39,6 +42,8 @@ pub struct Kernel {
     fou: Option<FouClient>,
     /// The socket for batches of entry requests, opened on first use.
     batch: Option<Batch>,
+    /// lvn's gateway routes and their nexthop objects.
+    gw: gateway::Gateways,
 }
 
 impl Kernel {
@@ -49,6 +54,7 @@ impl Kernel {
             index: BTreeMap::new(),
             fou: None,
             batch: None,
+            gw: gateway::Gateways::default(),
         })
     }
 
@@ -75,6 +81,10 @@ impl Datapath for Kernel {
 
     fn ifindex(&self, device: &str) -> Option<u32> {
         self.index.get(device).copied()
+    }
+
+    fn untidy(&self) -> bool {
+        self.is_untidy()
     }
 }
 

@@ -1,9 +1,13 @@
 //! Reading what lvn owns: one dump each of links, addresses, neighbours
-//! and FDB entries, and routes, filtered to lvn's devices. Everything else
+//! and FDB entries, nexthops and routes, filtered to lvn's devices (a
+//! route on a nexthop object gets its gateway from the nexthop dump). Everything else
 //! seen on the way is recorded only as far as the planner must stay away
 //! from it (foreign devices and routes, kernel-made neighbours).
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use ipnet::IpNet;
 use rtnetlink::packet_core::NlasIterator;
@@ -18,8 +22,10 @@ use rtnetlink::packet_route::{
 use super::{
     Kernel,
     entries::{RouteEntry, mac_of, route_entry},
+    gateway::Gateways,
     layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
+    nexthop::{Nexthop, Nexthops},
     nl_err,
     sysctl::{observe_defaults, observe_settings},
 };
@@ -49,8 +55,15 @@ impl Kernel {
             self.observe_addresses(&owned, &mut obs).await?;
         }
         observe_settings(&owned, &mut obs);
+        let nexthops = self.dump_nexthops().await?;
+        let all: Vec<_> = nexthops.values().copied().collect();
+        self.gw = Gateways {
+            nexthops: Nexthops::new(&all, &scope.network, |i| owned.contains_key(&i)),
+            ..Gateways::default()
+        };
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            self.observe_routes(family, &owned, &mut obs).await?;
+            self.observe_routes(family, &owned, &nexthops, &mut obs)
+                .await?;
         }
         if scope.datapath == config::Datapath::Fou {
             self.observe_listeners(scope, &mut obs).await?;
@@ -327,10 +340,14 @@ impl Kernel {
         Ok(out)
     }
 
+    /// Routes of the main table; a route on a nexthop object gets its
+    /// device and gateway from `nexthops` (they are in the route only while
+    /// net.ipv4.nexthop_compat_mode is 1).
     async fn observe_routes(
-        &self,
+        &mut self,
         family: AddressFamily,
         owned: &BTreeMap<u32, String>,
+        nexthops: &HashMap<u32, Nexthop>,
         obs: &mut Observed,
     ) -> Result<(), DatapathError> {
         let mut req = RouteMessage::default();
@@ -345,32 +362,40 @@ impl Kernel {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
             };
-            let Some(RouteEntry {
+            let Some(mut e) = route_entry(&r) else {
+                continue;
+            };
+            e.resolve(e.nhid.and_then(|id| nexthops.get(&id)));
+            let RouteEntry {
                 dst,
                 metric,
                 oif,
                 via,
                 protocol: proto,
-            }) = route_entry(&r)
-            else {
-                continue;
-            };
+                nhid,
+            } = e;
             if let Some(o) = oif {
                 obs.underlay.routes.push((dst, o));
             }
             let key = RouteKey { dst, metric };
             let ours = oif.and_then(|o| owned.get(&o));
             if let (ROUTE_PROTOCOL, Some(dev)) = (proto, ours) {
-                obs.state.routes.insert(
-                    key,
-                    Route {
-                        dev: dev.clone(),
-                        dst,
-                        metric,
-                        via,
-                    },
-                );
+                let route = Route {
+                    dev: dev.clone(),
+                    dst,
+                    metric,
+                    via,
+                };
+                if via.is_some() {
+                    self.gw.routes.insert(key, (route.clone(), nhid));
+                } else if let Some(id) = nhid {
+                    self.gw.others.insert(id);
+                }
+                obs.state.routes.insert(key, route);
             } else {
+                if let Some(id) = nhid {
+                    self.gw.others.insert(id);
+                }
                 obs.foreign_routes
                     .insert(key, format!("{:?}", r.header.protocol).to_lowercase());
             }
