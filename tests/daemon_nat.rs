@@ -114,6 +114,22 @@ fn a_stopped_spoke_expires_and_returns_behind_a_new_mapping() {
         f.hub_fdb()
     );
     assert!(!f.n.lab.ping(&f.n.hub, "100.64.3.2"), "no tunnel to c");
+    // The nexthop of c's route goes with it: the expiry is planned for c
+    // alone, and the datapath tidies what that plan changed.
+    let nexthops = || sh(&["ip", "netns", "exec", &f.n.hub, "ip", "nexthop", "show"]);
+    for _ in 0..60 {
+        if !nexthops().contains("via 100.64.3.2 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!nexthops().contains("via 100.64.3.2 "), "{}", nexthops());
+    f.wait_peer("a", "up");
+    assert!(
+        nexthops().contains("via 100.64.1.2 "),
+        "a's stays: {}",
+        nexthops()
+    );
 
     flush_conntrack(&f.n.nat2);
     let _c = f.start(&f.n.c.clone(), "c");

@@ -149,6 +149,7 @@ impl Kernel {
         // The kernel removes the device's nexthops and routes with it.
         self.gw.nexthops.forget_device(index);
         self.gw.routes.retain(|_, (r, _)| r.dev != name);
+        self.gw.rescan = true;
         Ok(())
     }
 

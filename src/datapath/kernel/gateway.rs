@@ -29,6 +29,15 @@ pub(super) struct Gateways {
     pub routes: HashMap<RouteKey, (Route, Option<u32>)>,
     /// Nexthop ids that other routes use: lvn's nexthops among them stay.
     pub others: HashSet<u32>,
+    /// Look at every route and nexthop at the next tidy (set by an
+    /// observation and by a device's removal); otherwise only at what
+    /// changed since the last one, so a plan of one spoke is tidied in
+    /// what it changed, not in a walk over 100k routes.
+    pub rescan: bool,
+    /// Routes of lvn's with a gateway by nexthop id (tidy's `unused`).
+    pub users: HashMap<u32, u32>,
+    pub maybe_stray: Vec<RouteKey>,
+    pub maybe_unused: Vec<u32>,
 }
 
 impl Gateways {
@@ -45,6 +54,86 @@ impl Gateways {
             .collect();
         v.sort_by_key(|(k, _)| *k);
         v
+    }
+
+    /// `route` (by `key`) now uses nexthop `id` (`None`: no route).
+    fn set_route(&mut self, key: RouteKey, route: Option<(Route, Option<u32>)>) {
+        let new = route.as_ref().and_then(|(_, id)| *id);
+        let old = match route {
+            Some(r) => self.routes.insert(key, r),
+            None => self.routes.remove(&key),
+        }
+        .and_then(|(_, id)| id);
+        if old != new {
+            if let Some(o) = old {
+                if let Some(n) = self.users.get_mut(&o) {
+                    *n = n.saturating_sub(1);
+                }
+                self.maybe_unused.push(o);
+            }
+            if let Some(n) = new {
+                *self.users.entry(n).or_default() += 1;
+            }
+        }
+        self.maybe_stray.push(key);
+    }
+
+    /// What tidy must do: routes to move onto a nexthop, nexthops to
+    /// delete; everything after a rescan, else only what changed.
+    fn untidy(&self, index: &HashMap<&str, u32>) -> (Vec<(RouteKey, Route)>, Vec<u32>) {
+        if self.rescan {
+            return (self.stray(index), self.unused(index));
+        }
+        let devices: HashSet<u32> = index.values().copied().collect();
+        let mut stray: Vec<_> = self
+            .maybe_stray
+            .iter()
+            .filter_map(|k| {
+                let (r, id) = self.routes.get(k)?;
+                let stray = index.contains_key(r.dev.as_str())
+                    && !id.is_some_and(|i| self.nexthops.is_ours(i));
+                stray.then(|| (*k, r.clone()))
+            })
+            .collect();
+        stray.sort_by_key(|(k, _)| *k);
+        stray.dedup_by_key(|(k, _)| *k);
+        let mut unused: Vec<u32> = self
+            .maybe_unused
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nexthops
+                    .ours
+                    .get(id)
+                    .is_some_and(|(oif, _)| devices.contains(oif))
+                    && self.users.get(id).copied().unwrap_or(0) == 0
+                    && !self.others.contains(id)
+            })
+            .collect();
+        unused.sort_unstable();
+        unused.dedup();
+        (stray, unused)
+    }
+
+    /// A tidy is done: from now on, only what changes needs a look.
+    fn tidied(&mut self) {
+        if self.rescan {
+            self.users.clear();
+            for (_, id) in self.routes.values() {
+                if let Some(id) = id {
+                    *self.users.entry(*id).or_default() += 1;
+                }
+            }
+            self.rescan = false;
+        }
+        self.maybe_stray.clear();
+        self.maybe_unused.clear();
+    }
+
+    /// A nexthop of lvn's was made for a route: if the route fails, it
+    /// is left unused, for the next tidy.
+    pub fn made(&mut self, id: u32) {
+        self.maybe_unused.push(id);
     }
 
     /// lvn's nexthops, on a device that is still there, that no route uses.
@@ -106,6 +195,7 @@ impl Kernel {
                     Some(id) => id,
                     None => {
                         let id = self.gw.nexthops.allocate(index, via);
+                        self.gw.made(id);
                         out.push(Request::Raw {
                             kind: RTM_NEWNEXTHOP,
                             mode: Mode::Create,
@@ -140,12 +230,10 @@ impl Kernel {
             metric: r.metric,
         };
         match (action, r.via) {
-            (Action::Remove, _) | (_, None) => {
-                self.gw.routes.remove(&key);
-            }
+            (Action::Remove, _) | (_, None) => self.gw.set_route(key, None),
             (_, Some(via)) => {
                 let id = self.gw.nexthops.find(index, via);
-                self.gw.routes.insert(key, (r.clone(), id));
+                self.gw.set_route(key, Some((r.clone(), id)));
             }
         }
     }
@@ -209,7 +297,8 @@ impl Kernel {
     /// Work of the datapath's own that no plan step shows.
     pub(super) fn is_untidy(&self) -> bool {
         let index = self.index_by_name();
-        !self.gw.stray(&index).is_empty() || !self.gw.unused(&index).is_empty()
+        let (stray, unused) = self.gw.untidy(&index);
+        !stray.is_empty() || !unused.is_empty()
     }
 
     fn index_by_name(&self) -> HashMap<&str, u32> {
@@ -222,7 +311,8 @@ impl Kernel {
     pub(super) async fn tidy(&mut self) -> Result<usize, DatapathError> {
         let index: HashMap<String, u32> = self.index.clone().into_iter().collect();
         let by_name: HashMap<&str, u32> = index.iter().map(|(n, i)| (n.as_str(), *i)).collect();
-        let stray = self.gw.stray(&by_name);
+        let (stray, unused) = self.gw.untidy(&by_name);
+        self.gw.tidied();
         let mut requests = Vec::new();
         let mut owner = Vec::new();
         for (_, r) in &stray {
@@ -233,7 +323,6 @@ impl Kernel {
         for (_, r) in &stray {
             self.route_done(by_name[r.dev.as_str()], Action::Change, r);
         }
-        let unused = self.gw.unused(&by_name);
         for id in &unused {
             requests.push(Request::Raw {
                 kind: RTM_DELNEXTHOP,
@@ -265,5 +354,54 @@ impl Kernel {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::datapath::kernel::nexthop::Nexthop;
+
+    fn route(last: u8) -> (RouteKey, Route) {
+        let a = IpAddr::from([100, 64, 0, last]);
+        let r = Route {
+            dev: "lvn-t".into(),
+            dst: a.into(),
+            metric: 0,
+            via: Some(a),
+        };
+        (r.key(), r)
+    }
+
+    /// A route planned away between two observations (an expired spoke in
+    /// a narrowed reconcile) leaves its nexthop to the next tidy, which
+    /// looks only at what changed.
+    #[test]
+    fn a_route_removed_without_an_observation_leaves_its_nexthop_to_tidy() {
+        let ours = |i: u32| i == 7;
+        let nh = |id, last| Nexthop {
+            id,
+            protocol: crate::naming::ROUTE_PROTOCOL,
+            oif: Some(7),
+            gateway: Some(IpAddr::from([100, 64, 0, last])),
+        };
+        let mut g = Gateways {
+            nexthops: Nexthops::new(&[nh(100, 2), nh(101, 3)], "t", ours),
+            rescan: true,
+            ..Gateways::default()
+        };
+        let (k2, r2) = route(2);
+        let (k3, r3) = route(3);
+        g.routes.insert(k2, (r2, Some(100)));
+        g.routes.insert(k3, (r3, Some(101)));
+        let index = HashMap::from([("lvn-t", 7)]);
+        assert_eq!(g.untidy(&index), (vec![], vec![]));
+        g.tidied();
+        g.set_route(k3, None);
+        assert_eq!(g.untidy(&index), (vec![], vec![101]));
+        g.tidied();
+        assert_eq!(g.untidy(&index), (vec![], vec![]));
     }
 }

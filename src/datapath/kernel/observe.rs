@@ -59,6 +59,7 @@ impl Kernel {
         let all: Vec<_> = nexthops.values().copied().collect();
         self.gw = Gateways {
             nexthops: Nexthops::new(&all, &scope.network, |i| owned.contains_key(&i)),
+            rescan: true,
             ..Gateways::default()
         };
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
