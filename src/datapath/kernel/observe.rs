@@ -31,7 +31,10 @@ use super::{
 };
 use crate::{
     config,
-    datapath::{DatapathError, Scope, dump::dump_raw},
+    datapath::{
+        DatapathError, Scope,
+        dump::{dump_raw, dump_raw_blocking},
+    },
     naming::{Mac, ROUTE_PROTOCOL, owner_alias, tunnel_peer},
     reconcile::{Address, Fdb, Flood, Link, Neigh, Observed, Route, RouteKey},
 };
@@ -46,10 +49,13 @@ impl Kernel {
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
         observe_defaults(&mut obs);
+        // The FDB dump, the largest, runs on a thread of its own meanwhile.
+        let mut fdb = None;
         if let Some((index, link)) = vxlan {
             let port = link.port;
             obs.state.link = Some(link);
-            self.observe_entries(scope, index, port, &mut obs).await?;
+            fdb = Some((fdb_dump(&scope.device, index), port));
+            self.observe_entries(scope, index, &mut obs).await?;
         }
         if !owned.is_empty() {
             self.observe_addresses(&owned, &mut obs).await?;
@@ -68,6 +74,12 @@ impl Kernel {
         }
         if scope.datapath == config::Datapath::Fou {
             self.observe_listeners(scope, &mut obs).await?;
+        }
+        if let Some((dump, port)) = fdb {
+            let entries = dump
+                .await
+                .map_err(|e| nl_err("listing fdb entries")(std::io::Error::other(e)))??;
+            fdb_entries(&scope.device, port, entries, &mut obs);
         }
         Ok(obs)
     }
@@ -122,6 +134,59 @@ impl Kernel {
         obs.state.port = port_of(&scope.device, master, &obs.underlay.links);
         Ok((vxlan, owned))
     }
+}
+
+/// Dump `dev`'s FDB (index `index`) on a blocking thread.
+fn fdb_dump(
+    dev: &str,
+    index: u32,
+) -> tokio::task::JoinHandle<Result<Vec<NeighEntry>, DatapathError>> {
+    let op = format!("listing fdb entries of {dev}");
+    tokio::task::spawn_blocking(move || {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Bridge;
+        req.header.ifindex = index;
+        let mut out = Vec::new();
+        dump_raw_blocking(RouteNetlinkMessage::GetNeighbour(req), |kind, payload| {
+            if kind == RTM_NEWNEIGH
+                && let Some(e) = neigh_entry(payload, index)
+            {
+                out.push(e);
+            }
+        })
+        .map_err(nl_err(op))?;
+        Ok(out)
+    })
+}
+
+/// The FDB of lvn's device, from its dump: unicast entries and flooding
+/// entries (all-zero MAC).
+fn fdb_entries(dev: &str, port: u16, fdb: Vec<NeighEntry>, obs: &mut Observed) {
+    // Dumps come in the kernel's hash order: collected and then built
+    // into the (empty) maps at once, sorted, rather than inserted one by
+    // one at random places.
+    let mut unicast = Vec::with_capacity(fdb.len());
+    for e in fdb {
+        if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
+            let port = e.port.unwrap_or(port);
+            let f = Flood {
+                dev: dev.to_string(),
+                dst,
+                port,
+            };
+            obs.state.flood.insert(f.key(), f);
+        } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
+            let port = e.port.unwrap_or(port);
+            let f = Fdb {
+                dev: dev.to_string(),
+                mac,
+                dst,
+                port,
+            };
+            unicast.push((mac, f));
+        }
+    }
+    obs.state.fdb = unicast.into_iter().collect();
 }
 
 /// One neighbour or FDB entry as a dump reports it.
@@ -256,40 +321,9 @@ impl Kernel {
         &self,
         scope: &Scope,
         index: u32,
-        port: u16,
         obs: &mut Observed,
     ) -> Result<(), DatapathError> {
         let dev = &scope.device;
-        let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Bridge;
-        req.header.ifindex = index;
-        let fdb = self
-            .neighbours_on(req, index, &format!("listing fdb entries of {dev}"))
-            .await?;
-        // Dumps come in the kernel's hash order: collected and then built
-        // into the (empty) maps at once, sorted, rather than inserted one
-        // by one at random places.
-        let mut unicast = Vec::with_capacity(fdb.len());
-        for e in fdb {
-            if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
-                let port = e.port.unwrap_or(port);
-                let dev = dev.clone();
-                let f = Flood { dev, dst, port };
-                obs.state.flood.insert(f.key(), f);
-            } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
-                let port = e.port.unwrap_or(port);
-                let dev = dev.clone();
-                let f = Fdb {
-                    dev,
-                    mac,
-                    dst,
-                    port,
-                };
-                unicast.push((mac, f));
-            }
-        }
-        obs.state.fdb = unicast.into_iter().collect();
-
         let mut neighbours = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut req = NeighbourMessage::default();
