@@ -367,9 +367,9 @@ impl Controller {
             for name in &gone {
                 let after = h.peers().get(name).map(|p| p.expire_after);
                 info!(peer = %name, "no keepalive for {after:?}: expired");
-                if let Some(t) = &mut self.touched {
-                    t.insert(name.clone());
-                }
+            }
+            for name in &gone {
+                self.touch(name);
             }
             if !gone.is_empty() {
                 self.want(t, "expiry");
@@ -596,9 +596,7 @@ impl Controller {
                 self.dirty = true;
                 if changed {
                     info!(peer = %peer, endpoint = %from, "learned endpoint");
-                    if let Some(t) = &mut self.touched {
-                        t.insert(peer.to_string());
-                    }
+                    self.touch(&peer);
                     self.tally.count("endpoint_changes", 1);
                     self.pending_answers.push((address, answer));
                     self.learn_at.get_or_insert(now.at + LEARN_BATCH);

@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::{
+    daemon::reconciler::Update,
     datapath::kernel::monitor::{self, Monitor},
     reconcile::{
-        ObjectKey, State, delta,
+        State, delta,
         drift::{self, Change},
     },
 };
@@ -64,15 +65,16 @@ impl KernelWatch {
         });
     }
 
-    /// The reconcile is done; judge by what it says from now on (by the
-    /// old state if it computed none).
-    pub fn done(&self, judge: Option<Judge>) {
+    /// The reconcile is done; judge by the desired state it brings from
+    /// now on (by the old one if it computed none). A whole new state comes
+    /// with lvn's devices, from `watch_of`.
+    pub fn done(&self, update: Option<Update>, watch_of: impl FnOnce(Arc<State>) -> drift::Watch) {
         self.watched.send_modify(|w| {
             let w = Arc::make_mut(w);
             w.busy = false;
-            match judge {
-                Some(Judge::By(new)) => w.watch = Arc::new(new),
-                Some(Judge::Patch { keys, from }) => {
+            match update {
+                Some(Update::Full(state)) => w.watch = Arc::new(watch_of(state)),
+                Some(Update::Patch { keys, from }) => {
                     // In place: nobody else holds the state between
                     // reconciles, so a change to a few peers costs what it
                     // changes, not a copy of the whole state.
@@ -84,17 +86,6 @@ impl KernelWatch {
             }
         });
     }
-}
-
-/// What a finished reconcile asks the watch to judge by.
-pub enum Judge {
-    /// A whole new desired state (and lvn's devices).
-    By(drift::Watch),
-    /// The objects at `keys` are now as in `from` (absent: gone).
-    Patch {
-        keys: Vec<ObjectKey>,
-        from: Box<State>,
-    },
 }
 
 async fn run(

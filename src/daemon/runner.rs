@@ -14,9 +14,9 @@ use super::{
     Options,
     backoff::{Backoff, Report},
     controller::{Controller, Effect, Event, Loaded, Now},
-    kernel_watch::{self, KernelWatch},
+    kernel_watch::KernelWatch,
     metrics,
-    reconciler::{self, Memo, Outcome, Update},
+    reconciler::{self, Memo, Outcome},
     serve::Servers,
     sockets::{self, Overlay, Spec},
     state,
@@ -229,13 +229,13 @@ pub async fn run<D: Datapath + 'static>(
                     }
                 }
             }
-            (d, m, o) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
+            (d, m, mut o) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
                 reconciling = None;
+                // The watch takes the desired state; the controller does
+                // not need it.
+                let desired = o.desired.take();
                 if let Some(k) = &kernel {
-                    k.done(o.desired.clone().map(|u| match u {
-                        Update::Full(s) => kernel_watch::Judge::By(drift_watch(s, &d)),
-                        Update::Patch { keys, from } => kernel_watch::Judge::Patch { keys, from },
-                    }));
+                    k.done(desired, |s| drift_watch(s, &d));
                 }
                 dp = Some(d);
                 memo = m;

@@ -41,21 +41,6 @@ pub(super) struct Gateways {
 }
 
 impl Gateways {
-    /// A route of lvn's with a gateway that is not on one of lvn's
-    /// nexthops.
-    fn stray(&self, index: &HashMap<&str, u32>) -> Vec<(RouteKey, Route)> {
-        let mut v: Vec<_> = self
-            .routes
-            .iter()
-            .filter(|(_, (r, id))| {
-                index.contains_key(r.dev.as_str()) && !id.is_some_and(|i| self.nexthops.is_ours(i))
-            })
-            .map(|(k, (r, _))| (*k, r.clone()))
-            .collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
-    }
-
     /// `route` (by `key`) now uses nexthop `id` (`None`: no route).
     fn set_route(&mut self, key: RouteKey, route: Option<(Route, Option<u32>)>) {
         let new = route.as_ref().and_then(|(_, id)| *id);
@@ -78,16 +63,22 @@ impl Gateways {
         self.maybe_stray.push(key);
     }
 
-    /// What tidy must do: routes to move onto a nexthop, nexthops to
-    /// delete; everything after a rescan, else only what changed.
+    /// What tidy must do: lvn's gateway routes (on a device still there)
+    /// that are not on one of lvn's nexthops, to move onto one, and lvn's
+    /// nexthops (likewise) that no route uses, to delete. Everything after
+    /// a rescan, else only what changed since the last tidy.
     fn untidy(&self, index: &HashMap<&str, u32>) -> (Vec<(RouteKey, Route)>, Vec<u32>) {
-        if self.rescan {
-            return (self.stray(index), self.unused(index));
-        }
-        let devices: HashSet<u32> = index.values().copied().collect();
-        let mut stray: Vec<_> = self
-            .maybe_stray
-            .iter()
+        let counted;
+        let (users, keys, ids): (_, Vec<&RouteKey>, Vec<u32>) = if self.rescan {
+            counted = users_of(&self.routes);
+            let ids = self.nexthops.ours.keys().copied().collect();
+            (&counted, self.routes.keys().collect(), ids)
+        } else {
+            let keys = self.maybe_stray.iter().collect();
+            (&self.users, keys, self.maybe_unused.clone())
+        };
+        let mut stray: Vec<_> = keys
+            .into_iter()
             .filter_map(|k| {
                 let (r, id) = self.routes.get(k)?;
                 let stray = index.contains_key(r.dev.as_str())
@@ -97,16 +88,15 @@ impl Gateways {
             .collect();
         stray.sort_by_key(|(k, _)| *k);
         stray.dedup_by_key(|(k, _)| *k);
-        let mut unused: Vec<u32> = self
-            .maybe_unused
-            .iter()
-            .copied()
+        let devices: HashSet<u32> = index.values().copied().collect();
+        let mut unused: Vec<u32> = ids
+            .into_iter()
             .filter(|id| {
                 self.nexthops
                     .ours
                     .get(id)
                     .is_some_and(|(oif, _)| devices.contains(oif))
-                    && self.users.get(id).copied().unwrap_or(0) == 0
+                    && users.get(id).copied().unwrap_or(0) == 0
                     && !self.others.contains(id)
             })
             .collect();
@@ -118,12 +108,7 @@ impl Gateways {
     /// A tidy is done: from now on, only what changes needs a look.
     fn tidied(&mut self) {
         if self.rescan {
-            self.users.clear();
-            for (_, id) in self.routes.values() {
-                if let Some(id) = id {
-                    *self.users.entry(*id).or_default() += 1;
-                }
-            }
+            self.users = users_of(&self.routes);
             self.rescan = false;
         }
         self.maybe_stray.clear();
@@ -135,23 +120,15 @@ impl Gateways {
     pub fn made(&mut self, id: u32) {
         self.maybe_unused.push(id);
     }
+}
 
-    /// lvn's nexthops, on a device that is still there, that no route uses.
-    fn unused(&self, index: &HashMap<&str, u32>) -> Vec<u32> {
-        let used: HashSet<u32> = self.routes.values().filter_map(|(_, id)| *id).collect();
-        let devices: HashSet<u32> = index.values().copied().collect();
-        let mut v: Vec<u32> = self
-            .nexthops
-            .ours
-            .iter()
-            .filter(|(id, (oif, _))| {
-                devices.contains(oif) && !used.contains(id) && !self.others.contains(id)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        v.sort_unstable();
-        v
+/// How many of `routes` use each nexthop.
+fn users_of(routes: &HashMap<RouteKey, (Route, Option<u32>)>) -> HashMap<u32, u32> {
+    let mut users = HashMap::new();
+    for id in routes.values().filter_map(|(_, id)| *id) {
+        *users.entry(id).or_default() += 1;
     }
+    users
 }
 
 impl Kernel {

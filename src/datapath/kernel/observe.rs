@@ -136,6 +136,18 @@ impl Kernel {
     }
 }
 
+/// A dump reader that keeps the neighbour or FDB entries on device
+/// `index` in `out`.
+fn keep(out: &mut Vec<NeighEntry>, index: u32) -> impl FnMut(u16, &[u8]) + '_ {
+    move |kind, payload| {
+        if kind == RTM_NEWNEIGH
+            && let Some(e) = neigh_entry(payload, index)
+        {
+            out.push(e);
+        }
+    }
+}
+
 /// Dump `dev`'s FDB (index `index`) on a blocking thread.
 fn fdb_dump(
     dev: &str,
@@ -147,13 +159,10 @@ fn fdb_dump(
         req.header.family = AddressFamily::Bridge;
         req.header.ifindex = index;
         let mut out = Vec::new();
-        dump_raw_blocking(RouteNetlinkMessage::GetNeighbour(req), |kind, payload| {
-            if kind == RTM_NEWNEIGH
-                && let Some(e) = neigh_entry(payload, index)
-            {
-                out.push(e);
-            }
-        })
+        dump_raw_blocking(
+            RouteNetlinkMessage::GetNeighbour(req),
+            keep(&mut out, index),
+        )
         .map_err(nl_err(op))?;
         Ok(out)
     })
@@ -361,17 +370,12 @@ impl Kernel {
         op: &str,
     ) -> Result<Vec<NeighEntry>, DatapathError> {
         let mut out = Vec::new();
-        let keep = |kind: u16, payload: &[u8]| {
-            if kind != RTM_NEWNEIGH {
-                return;
-            }
-            if let Some(e) = neigh_entry(payload, index) {
-                out.push(e);
-            }
-        };
-        dump_raw(RouteNetlinkMessage::GetNeighbour(req), keep)
-            .await
-            .map_err(nl_err(op))?;
+        dump_raw(
+            RouteNetlinkMessage::GetNeighbour(req),
+            keep(&mut out, index),
+        )
+        .await
+        .map_err(nl_err(op))?;
         Ok(out)
     }
 
