@@ -83,6 +83,11 @@ impl Session {
         down: bool,
     ) -> Result<(Desired, Observed, Plan)> {
         let observed = dp.observe(&self.scope()).await?;
+        self.plan_from(observed, down)
+    }
+
+    /// Plan against what was observed.
+    fn plan_from(&self, observed: Observed, down: bool) -> Result<(Desired, Observed, Plan)> {
         let desired = if down {
             Desired::default()
         } else {
@@ -111,7 +116,10 @@ impl Session {
     /// Apply and verify on `dp`, printing what was done; false when the
     /// kernel still differs afterwards.
     pub async fn apply_on<D: Datapath>(&self, dp: &mut D, down: bool, json: bool) -> Result<bool> {
-        let (_, _, plan) = self.plan(dp, down).await?;
+        let (_, before, plan) = self.plan(dp, down).await?;
+        // The kernel's notifications of the entries written stand in for
+        // dumping them again to verify (see `datapath::kernel::witness`).
+        dp.witness(&self.scope());
         let result = dp.apply(&self.scope(), &plan).await;
         let (done, writes, failure) = match result {
             Ok(r) => (r.done, r.writes, None),
@@ -124,14 +132,12 @@ impl Session {
             anyhow::bail!("{e}");
         }
         // Verify like nmstate: re-read the kernel, expect nothing left to do.
-        let (_, _, rest) = self.plan(dp, down).await?;
-        let summary = Plan {
-            steps: done.clone(),
-        }
-        .summary();
+        let after = dp.observe_after(&self.scope(), before).await?;
+        let (_, _, rest) = self.plan_from(after, down)?;
+        let done = Plan { steps: done };
+        let summary = done.summary();
         if json {
-            let mut v =
-                render::plan_json(&self.node, &self.topo.network.name, &Plan { steps: done });
+            let mut v = render::plan_json(&self.node, &self.topo.network.name, &done);
             v["writes"] = writes.into();
             v["remaining"] = rest.steps.iter().map(render::step_json).collect();
             println!("{}", serde_json::to_string_pretty(&v)?);

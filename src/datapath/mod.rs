@@ -120,6 +120,22 @@ pub trait Datapath {
     /// created again has a new index, which is how a caller holding a
     /// socket bound to the old one knows to reopen it.
     fn ifindex(&self, device: &str) -> Option<u32>;
+    /// Start taking down the kernel's own account of the entries the next
+    /// `apply` changes, for [`Datapath::observe_after`]. Default: nothing.
+    fn witness(&mut self, _scope: &Scope) {}
+    /// Observe once an `apply` is over; `before` is the observation its
+    /// plan came from. The kernel datapath replays what it heard since
+    /// [`Datapath::witness`] on `before`'s entries instead of dumping
+    /// them again; by default, and whenever a change may have been
+    /// missed, this is [`Datapath::observe`].
+    async fn observe_after(
+        &mut self,
+        scope: &Scope,
+        before: Observed,
+    ) -> Result<Observed, DatapathError> {
+        let _ = before;
+        self.observe(scope).await
+    }
     /// The datapath has work of its own that no plan step shows (the
     /// kernel's: gateway routes of an older lvn to move onto nexthop
     /// objects, nexthops left without a route), done by the next `apply`,

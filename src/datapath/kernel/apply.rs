@@ -288,7 +288,11 @@ impl Kernel {
         let mut results = results.into_iter();
         for (s, index, n) in steps {
             for r in results.by_ref().take(n) {
-                r.map_err(nl_err(describe(s)))?;
+                // The step's description only for a failure: formatting
+                // it for each of 100k results costs more than the check.
+                if let Err(e) = r {
+                    return Err(nl_err(describe(s))(e));
+                }
             }
             if let Object::Route(r) = &s.object {
                 self.route_done(index, s.action, r);

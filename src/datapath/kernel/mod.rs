@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod nexthop;
 mod observe;
 mod sysctl;
+mod witness;
 
 use std::{collections::BTreeMap, io};
 
@@ -44,6 +45,9 @@ pub struct Kernel {
     batch: Option<Batch>,
     /// lvn's gateway routes and their nexthop objects.
     gw: gateway::Gateways,
+    /// The reader of the entry changes of an apply under way, for the
+    /// observation after it.
+    witness: Option<witness::Witness>,
 }
 
 impl Kernel {
@@ -55,6 +59,7 @@ impl Kernel {
             fou: None,
             batch: None,
             gw: gateway::Gateways::default(),
+            witness: None,
         })
     }
 
@@ -72,7 +77,38 @@ impl Kernel {
 
 impl Datapath for Kernel {
     async fn observe(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
-        self.observe_scope(scope).await
+        self.witness = None;
+        self.observe_scope(scope, None).await
+    }
+
+    fn witness(&mut self, scope: &Scope) {
+        self.witness = None;
+        if scope.datapath != crate::config::Datapath::Vxlan {
+            return; // no FDB, and few neighbours
+        }
+        let before = self.index.get(&scope.device).copied();
+        self.witness = witness::Witness::start(before).ok();
+    }
+
+    async fn observe_after(
+        &mut self,
+        scope: &Scope,
+        before: Observed,
+    ) -> Result<Observed, DatapathError> {
+        let Some(w) = self.witness.take() else {
+            return self.observe_scope(scope, None).await;
+        };
+        let index = w.before;
+        let heard = tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .ok()
+            .flatten();
+        let prior = heard.map(|heard| witness::Prior {
+            before,
+            index,
+            heard,
+        });
+        self.observe_scope(scope, prior).await
     }
 
     async fn apply(&mut self, scope: &Scope, plan: &Plan) -> Result<ApplyReport, DatapathError> {

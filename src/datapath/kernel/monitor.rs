@@ -72,21 +72,7 @@ impl Monitor {
             s.add_membership(g)?;
         }
         s.set_non_blocking(true)?;
-        // Past rmem_max as root (SO_RCVBUFFORCE); the default otherwise.
-        let size = RX_BUFFER;
-        // SAFETY: a valid socket and a c_int of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            let _ = s.set_rx_buf_sz(RX_BUFFER as usize);
-        }
+        force_rx_buffer(&s, RX_BUFFER);
         // SAFETY: the socket is ours alone and stays open as long as the
         // AsyncFd that owns it.
         let fd = unsafe { AsyncFd::register(s) }.map_err(|e| e.into_parts().1)?;
@@ -134,6 +120,24 @@ impl Monitor {
             }
             Notice::Route(_) => {}
         }
+    }
+}
+
+/// A receive buffer of `size` bytes: past rmem_max as root
+/// (SO_RCVBUFFORCE), as much as rmem_max allows otherwise.
+pub(super) fn force_rx_buffer(s: &Socket, size: libc::c_int) {
+    // SAFETY: a valid socket and a c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let _ = s.set_rx_buf_sz(size as usize);
     }
 }
 

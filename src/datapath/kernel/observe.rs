@@ -28,6 +28,7 @@ use super::{
     nexthop::{Nexthop, Nexthops},
     nl_err,
     sysctl::{observe_defaults, observe_settings},
+    witness::{Prior, replay},
 };
 use crate::{
     config,
@@ -41,7 +42,14 @@ use crate::{
 
 impl Kernel {
     /// Everything lvn owns for `scope`, and what it must stay away from.
-    pub(super) async fn observe_scope(&mut self, scope: &Scope) -> Result<Observed, DatapathError> {
+    /// With `prior`, the neighbour and FDB entries are the observation
+    /// before an apply with the changes heard since replayed on it
+    /// (`witness.rs`), not dumped.
+    pub(super) async fn observe_scope(
+        &mut self,
+        scope: &Scope,
+        prior: Option<Prior>,
+    ) -> Result<Observed, DatapathError> {
         let mut obs = Observed::default();
         if scope.datapath == config::Datapath::Fou {
             self.check_fou(scope.underlay).await?;
@@ -54,8 +62,12 @@ impl Kernel {
         if let Some((index, link)) = vxlan {
             let port = link.port;
             obs.state.link = Some(link);
-            fdb = Some((fdb_dump(&scope.device, index), port));
-            self.observe_entries(scope, index, &mut obs).await?;
+            if let Some(prior) = prior {
+                replay(&scope.device, port, index, prior, &mut obs);
+            } else {
+                fdb = Some((fdb_dump(&scope.device, index), port));
+                self.observe_entries(scope, index, &mut obs).await?;
+            }
         }
         if !owned.is_empty() {
             self.observe_addresses(&owned, &mut obs).await?;
@@ -198,14 +210,14 @@ fn fdb_entries(dev: &str, port: u16, fdb: Vec<NeighEntry>, obs: &mut Observed) {
     obs.state.fdb = unicast.into_iter().collect();
 }
 
-/// One neighbour or FDB entry as a dump reports it.
+/// One neighbour or FDB entry as a dump (or a notification) reports it.
 #[derive(Debug, PartialEq, Eq)]
-struct NeighEntry {
-    mac: Option<Mac>,
-    dst: Option<IpAddr>,
+pub(super) struct NeighEntry {
+    pub mac: Option<Mac>,
+    pub dst: Option<IpAddr>,
     /// Left out of dumps when it equals the device's port.
-    port: Option<u16>,
-    permanent: bool,
+    pub port: Option<u16>,
+    pub permanent: bool,
 }
 
 /// RTM_NEWNEIGH: a neighbour or FDB entry.
@@ -218,10 +230,13 @@ const NDA_PORT: u16 = 6;
 /// The entry in an RTM_NEWNEIGH payload (ndmsg, then attributes), if it
 /// is on device `index`.
 fn neigh_entry(payload: &[u8], index: u32) -> Option<NeighEntry> {
+    let (header, e) = neigh_header(payload)?;
+    (header.ifindex == index).then_some(e)
+}
+
+/// The header and entry of an RTM_NEWNEIGH or RTM_DELNEIGH payload.
+pub(super) fn neigh_header(payload: &[u8]) -> Option<(NeighbourHeader, NeighEntry)> {
     let header = NeighbourHeader::parse(payload).ok()?;
-    if header.ifindex != index {
-        return None;
-    }
     let mut e = NeighEntry {
         mac: None,
         dst: None,
@@ -238,7 +253,7 @@ fn neigh_entry(payload: &[u8], index: u32) -> Option<NeighEntry> {
             _ => {}
         }
     }
-    Some(e)
+    Some((header, e))
 }
 
 /// Bytes of an ndmsg.
