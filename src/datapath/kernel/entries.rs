@@ -255,6 +255,67 @@ impl RouteEntry {
     }
 }
 
+/// Bytes of an rtmsg, and the route attributes lvn reads
+/// (linux/rtnetlink.h).
+const RTMSG: usize = 12;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_TABLE: u16 = 15;
+const RTA_NH_ID: u16 = 30;
+const RTN_UNICAST: u8 = 1;
+const AF_INET6: u8 = 10;
+
+/// [`route_entry`] of an RTM_NEWROUTE payload as it sits in a dump's
+/// buffer, without decoding every attribute into owned values: a hub's
+/// route dump holds a route per spoke. Also the route's protocol as
+/// `ip route` names it, for routes that are not lvn's.
+pub(super) fn route_entry_raw(payload: &[u8]) -> Option<RouteEntry> {
+    let h = payload.get(..RTMSG)?;
+    let (family, dst_len, mut table, protocol, kind) = (h[0], h[1], u32::from(h[4]), h[5], h[7]);
+    let (mut dst, mut via, mut oif, mut metric, mut nhid) = (None, None, None, 0, None);
+    let u32_of = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes);
+    for nla in rtnetlink::packet_core::NlasIterator::new(&payload[RTMSG..]) {
+        let Ok(nla) = nla else { break };
+        let v = nla.value();
+        match nla.kind() {
+            RTA_TABLE => table = u32_of(v).unwrap_or(table),
+            RTA_DST => dst = ip_of(v),
+            RTA_GATEWAY => via = ip_of(v),
+            RTA_OIF => oif = u32_of(v),
+            RTA_PRIORITY => metric = u32_of(v).unwrap_or(0),
+            RTA_NH_ID => nhid = u32_of(v),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || kind != RTN_UNICAST {
+        return None;
+    }
+    let any = match family {
+        AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let dst = IpNet::new(dst.unwrap_or(any), dst_len).ok()?;
+    Some(RouteEntry {
+        dst,
+        metric,
+        oif,
+        via,
+        protocol,
+        nhid,
+    })
+}
+
+/// An address attribute: 4 bytes IPv4, 16 bytes IPv6.
+pub(super) fn ip_of(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
+}
+
 pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
     let mut table = u32::from(r.header.table);
     let (mut dst, mut via, mut oif, mut metric, mut nhid) = (None, None, None, 0, None);
@@ -285,4 +346,77 @@ pub(super) fn route_entry(r: &RouteMessage) -> Option<RouteEntry> {
         protocol: u8::from(r.header.protocol),
         nhid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_core::Emitable;
+
+    use super::*;
+
+    /// What the crate's encoder writes, `route_entry_raw` reads as
+    /// `route_entry` reads the crate's decoding of it.
+    #[test]
+    fn a_route_read_as_bytes_is_the_route_decoded() {
+        let route = |family, dst: Option<IpAddr>, len, attrs: Vec<RouteAttribute>| {
+            let mut m = RouteMessage::default();
+            m.header.address_family = family;
+            m.header.destination_prefix_length = len;
+            m.header.table = RouteHeader::RT_TABLE_MAIN;
+            m.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+            m.header.kind = RouteType::Unicast;
+            if let Some(d) = dst {
+                m.attributes
+                    .push(RouteAttribute::Destination(RouteAddress::from(d)));
+            }
+            m.attributes.extend(attrs);
+            m
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let mut in_table = route(
+            AddressFamily::Inet,
+            None,
+            0,
+            vec![RouteAttribute::Table(1000)],
+        );
+        in_table.header.table = 0;
+        let mut blackhole = route(AddressFamily::Inet, Some(ip("192.0.2.0")), 24, vec![]);
+        blackhole.header.kind = RouteType::BlackHole;
+        let mut kernel = route(AddressFamily::Inet6, Some(ip("fe80::")), 64, vec![]);
+        kernel.header.protocol = RouteProtocol::Kernel;
+        let messages = [
+            route(
+                AddressFamily::Inet,
+                Some(ip("100.64.1.7")),
+                32,
+                vec![
+                    RouteAttribute::Oif(3),
+                    RouteAttribute::Gateway(RouteAddress::from(ip("100.64.1.7"))),
+                    RouteAttribute::Priority(20),
+                    RouteAttribute::NhId(70001),
+                ],
+            ),
+            route(AddressFamily::Inet6, None, 0, vec![RouteAttribute::Oif(2)]),
+            route(
+                AddressFamily::Inet6,
+                Some(ip("fd00:1::")),
+                64,
+                vec![RouteAttribute::Table(254), RouteAttribute::Oif(9)],
+            ),
+            in_table,
+            blackhole,
+            kernel,
+        ];
+        let mut seen = 0;
+        for m in messages {
+            let mut b = vec![0; m.buffer_len()];
+            m.emit(&mut b);
+            let decoded = route_entry(&m);
+            let raw = route_entry_raw(&b);
+            let key = |e: RouteEntry| (e.dst, e.metric, e.oif, e.via, e.protocol, e.nhid);
+            assert_eq!(raw.map(key), decoded.map(key), "{m:?}");
+            seen += usize::from(route_entry_raw(&b).is_some());
+        }
+        assert_eq!(seen, 4, "the other table's and the blackhole are not read");
+    }
 }

@@ -16,12 +16,12 @@ use rtnetlink::packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage},
     link::LinkMessage,
     neighbour::{NeighbourAttribute, NeighbourHeader, NeighbourMessage, NeighbourState},
-    route::{RouteHeader, RouteMessage},
+    route::{RouteHeader, RouteMessage, RouteProtocol},
 };
 
 use super::{
     Kernel,
-    entries::{RouteEntry, mac_of, route_entry},
+    entries::{RouteEntry, ip_of, mac_of, route_entry_raw},
     gateway::Gateways,
     layer2::{kind_name, parse_master, port_of},
     link::{link_alias, link_kind, link_name_mtu, parse_link, parse_tunnel},
@@ -222,6 +222,8 @@ pub(super) struct NeighEntry {
 
 /// RTM_NEWNEIGH: a neighbour or FDB entry.
 const RTM_NEWNEIGH: u16 = 28;
+/// RTM_NEWROUTE: a route.
+const RTM_NEWROUTE: u16 = 24;
 /// Neighbour attributes lvn reads (linux/neighbour.h).
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
@@ -258,15 +260,6 @@ pub(super) fn neigh_header(payload: &[u8]) -> Option<(NeighbourHeader, NeighEntr
 
 /// Bytes of an ndmsg.
 const NEIGHBOUR_HEADER: usize = 12;
-
-/// An address attribute: 4 bytes IPv4, 16 bytes IPv6.
-fn ip_of(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
-        _ => None,
-    }
-}
 
 impl Kernel {
     /// The overlay addresses on lvn's devices, of both families: everything
@@ -407,18 +400,18 @@ impl Kernel {
         let mut req = RouteMessage::default();
         req.header.address_family = family;
         req.header.table = RouteHeader::RT_TABLE_MAIN;
-        let routes = self
-            .nl
-            .dump(RouteNetlinkMessage::GetRoute(req))
-            .await
-            .map_err(nl_err("listing routes"))?;
-        for m in routes {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
-                continue;
-            };
-            let Some(mut e) = route_entry(&r) else {
-                continue;
-            };
+        // Read as bytes (`dump_raw`): a hub has a route per spoke.
+        let mut routes = Vec::new();
+        dump_raw(RouteNetlinkMessage::GetRoute(req), |kind, payload| {
+            if kind == RTM_NEWROUTE
+                && let Some(e) = route_entry_raw(payload)
+            {
+                routes.push(e);
+            }
+        })
+        .await
+        .map_err(nl_err("listing routes"))?;
+        for mut e in routes {
             e.resolve(e.nhid.and_then(|id| nexthops.get(&id)));
             let RouteEntry {
                 dst,
@@ -450,8 +443,8 @@ impl Kernel {
                 if let Some(id) = nhid {
                     self.gw.others.insert(id);
                 }
-                obs.foreign_routes
-                    .insert(key, format!("{:?}", r.header.protocol).to_lowercase());
+                let owner = format!("{:?}", RouteProtocol::from(proto));
+                obs.foreign_routes.insert(key, owner.to_lowercase());
             }
         }
         Ok(())
