@@ -83,11 +83,6 @@ impl Session {
         down: bool,
     ) -> Result<(Desired, Observed, Plan)> {
         let observed = dp.observe(&self.scope()).await?;
-        self.plan_from(observed, down)
-    }
-
-    /// Plan against what was observed.
-    fn plan_from(&self, observed: Observed, down: bool) -> Result<(Desired, Observed, Plan)> {
         let desired = if down {
             Desired::default()
         } else {
@@ -116,7 +111,7 @@ impl Session {
     /// Apply and verify on `dp`, printing what was done; false when the
     /// kernel still differs afterwards.
     pub async fn apply_on<D: Datapath>(&self, dp: &mut D, down: bool, json: bool) -> Result<bool> {
-        let (_, before, plan) = self.plan(dp, down).await?;
+        let (desired, before, plan) = self.plan(dp, down).await?;
         // The kernel's notifications of the entries written stand in for
         // dumping them again to verify (see `datapath::kernel::witness`).
         dp.witness(&self.scope());
@@ -131,9 +126,10 @@ impl Session {
         if let Some(e) = failure {
             anyhow::bail!("{e}");
         }
-        // Verify like nmstate: re-read the kernel, expect nothing left to do.
+        // Verify like nmstate: re-read the kernel, expect nothing left to
+        // do for the desired state just applied.
         let after = dp.observe_after(&self.scope(), before).await?;
-        let (_, _, rest) = self.plan_from(after, down)?;
+        let rest = reconcile::plan(&desired, &after)?;
         let done = Plan { steps: done };
         let summary = done.summary();
         if json {

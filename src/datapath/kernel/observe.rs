@@ -55,6 +55,10 @@ impl Kernel {
             self.check_fou(scope.underlay).await?;
         }
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
+        // The route dumps run on a thread of their own meanwhile: a hub
+        // has a route per spoke, and the kernel does a dump's work in the
+        // reader's `recv`.
+        let routes = route_dump();
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
         observe_defaults(&mut obs);
         // The FDB dump, the largest, runs on a thread of its own meanwhile.
@@ -80,10 +84,10 @@ impl Kernel {
             rescan: true,
             ..Gateways::default()
         };
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            self.observe_routes(family, &owned, &nexthops, &mut obs)
-                .await?;
-        }
+        let routes = routes
+            .await
+            .map_err(|e| nl_err("listing routes")(std::io::Error::other(e)))??;
+        self.observe_routes(routes, &owned, &nexthops, &mut obs);
         if scope.datapath == config::Datapath::Fou {
             self.observe_listeners(scope, &mut obs).await?;
         }
@@ -176,6 +180,28 @@ fn fdb_dump(
             keep(&mut out, index),
         )
         .map_err(nl_err(op))?;
+        Ok(out)
+    })
+}
+
+/// Dump the main table's routes of both families on a blocking thread,
+/// read as bytes (`route_entry_raw`).
+fn route_dump() -> tokio::task::JoinHandle<Result<Vec<RouteEntry>, DatapathError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            req.header.table = RouteHeader::RT_TABLE_MAIN;
+            dump_raw_blocking(RouteNetlinkMessage::GetRoute(req), |kind, payload| {
+                if kind == RTM_NEWROUTE
+                    && let Some(e) = route_entry_raw(payload)
+                {
+                    out.push(e);
+                }
+            })
+            .map_err(nl_err("listing routes"))?;
+        }
         Ok(out)
     })
 }
@@ -390,27 +416,13 @@ impl Kernel {
     /// Routes of the main table; a route on a nexthop object gets its
     /// device and gateway from `nexthops` (they are in the route only while
     /// net.ipv4.nexthop_compat_mode is 1).
-    async fn observe_routes(
+    fn observe_routes(
         &mut self,
-        family: AddressFamily,
+        routes: Vec<RouteEntry>,
         owned: &BTreeMap<u32, String>,
         nexthops: &HashMap<u32, Nexthop>,
         obs: &mut Observed,
-    ) -> Result<(), DatapathError> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = family;
-        req.header.table = RouteHeader::RT_TABLE_MAIN;
-        // Read as bytes (`dump_raw`): a hub has a route per spoke.
-        let mut routes = Vec::new();
-        dump_raw(RouteNetlinkMessage::GetRoute(req), |kind, payload| {
-            if kind == RTM_NEWROUTE
-                && let Some(e) = route_entry_raw(payload)
-            {
-                routes.push(e);
-            }
-        })
-        .await
-        .map_err(nl_err("listing routes"))?;
+    ) {
         for mut e in routes {
             e.resolve(e.nhid.and_then(|id| nexthops.get(&id)));
             let RouteEntry {
@@ -447,7 +459,6 @@ impl Kernel {
                 obs.foreign_routes.insert(key, owner.to_lowercase());
             }
         }
-        Ok(())
     }
 }
 
