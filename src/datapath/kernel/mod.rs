@@ -103,6 +103,11 @@ impl Datapath for Kernel {
             .await
             .ok()
             .flatten();
+        if heard.is_none() {
+            tracing::info!(
+                "the check after apply dumps FDB and neighbour entries: notifications were lost"
+            );
+        }
         let prior = heard.map(|heard| witness::Prior {
             before,
             index,

@@ -47,8 +47,10 @@ const RTNLGRP_NEIGH: u32 = 3;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 /// Room for the notifications of a burst the reader has not caught up with
-/// (each is a small message in a buffer of about 1 KiB of kernel memory).
-const RX_BUFFER: libc::c_int = 256 << 20;
+/// (each is a small message in a buffer of about 1 KiB of kernel memory):
+/// tens of thousands. The reader keeps up as they come; past this, the
+/// check dumps instead, so a small router never queues more.
+const RX_BUFFER: libc::c_int = 64 << 20;
 /// How long one read waits before the reader looks whether the apply is
 /// over.
 const POLL: Duration = Duration::from_millis(20);
