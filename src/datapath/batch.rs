@@ -340,45 +340,32 @@ mod tests {
     /// ones after the failure are carried out.
     #[test]
     fn each_request_of_a_batch_gets_its_own_result() {
-        std::thread::spawn(|| {
-            // SAFETY: unshare only changes this thread's namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                println!("skipped: unshare(CLONE_NEWNET) needs root");
-                return;
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let mut b = Batch::open().expect("open");
-                let mut requests: Vec<Request> = (1..=1000)
-                    .map(|m| (route(m), Mode::Create).into())
-                    .collect();
-                requests[600] = (route(7), Mode::Create).into();
-                let results = b.ack_all(requests).await.expect("batch");
-                assert_eq!(results.len(), 1000);
-                for (i, r) in results.iter().enumerate() {
-                    if i == 600 {
-                        let e = r.as_ref().expect_err("the duplicate is refused");
-                        assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
-                    } else {
-                        assert!(r.is_ok(), "request {i}: {r:?}");
-                    }
+        crate::datapath::in_own_netns(|| async {
+            let mut b = Batch::open().expect("open");
+            let mut requests: Vec<Request> = (1..=1000)
+                .map(|m| (route(m), Mode::Create).into())
+                .collect();
+            requests[600] = (route(7), Mode::Create).into();
+            let results = b.ack_all(requests).await.expect("batch");
+            assert_eq!(results.len(), 1000);
+            for (i, r) in results.iter().enumerate() {
+                if i == 600 {
+                    let e = r.as_ref().expect_err("the duplicate is refused");
+                    assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
+                } else {
+                    assert!(r.is_ok(), "request {i}: {r:?}");
                 }
-                // A second batch on the same socket: sequence numbers go on.
-                let again = b
-                    .ack_all(vec![
-                        (route(601), Mode::Create).into(),
-                        (route(5000), Mode::Create).into(),
-                    ])
-                    .await
-                    .expect("batch");
-                assert!(again[0].is_ok(), "601 was not made by the first batch");
-                assert!(again[1].is_ok());
-            });
-        })
-        .join()
-        .expect("test thread");
+            }
+            // A second batch on the same socket: sequence numbers go on.
+            let again = b
+                .ack_all(vec![
+                    (route(601), Mode::Create).into(),
+                    (route(5000), Mode::Create).into(),
+                ])
+                .await
+                .expect("batch");
+            assert!(again[0].is_ok(), "601 was not made by the first batch");
+            assert!(again[1].is_ok());
+        });
     }
 }

@@ -493,20 +493,7 @@ mod tests {
     /// network namespace of this thread's own (root only).
     #[test]
     fn connect_reports_missing_module_or_round_trips() {
-        std::thread::spawn(|| {
-            // SAFETY: unshare only changes this thread's namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                println!("skipped: unshare(CLONE_NEWNET) needs root");
-                return;
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(round_trip());
-        })
-        .join()
-        .expect("test thread");
+        crate::datapath::in_own_netns(round_trip);
     }
 
     async fn round_trip() {

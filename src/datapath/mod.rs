@@ -144,3 +144,28 @@ pub trait Datapath {
         false
     }
 }
+
+/// Run `test` on a thread in a network namespace of its own, on a runtime
+/// of that thread (root only: without it, say so and return). Threads
+/// and sockets the test makes from there are in the namespace too.
+#[cfg(test)]
+pub(crate) fn in_own_netns<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(|| {
+        // SAFETY: unshare only changes this thread's namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            println!("skipped: unshare(CLONE_NEWNET) needs root");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(test());
+    })
+    .join()
+    .expect("test thread");
+}

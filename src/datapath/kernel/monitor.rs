@@ -126,18 +126,27 @@ impl Monitor {
 /// A receive buffer of `size` bytes: past rmem_max as root
 /// (SO_RCVBUFFORCE), as much as rmem_max allows otherwise.
 pub(super) fn force_rx_buffer(s: &Socket, size: libc::c_int) {
-    // SAFETY: a valid socket and a c_int of the size given.
+    if set_option(s, libc::SO_RCVBUFFORCE, &size).is_err() {
+        let _ = s.set_rx_buf_sz(size as usize);
+    }
+}
+
+/// Set the socket-level option `name` to `value`.
+pub(super) fn set_option<T>(s: &Socket, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: a valid socket, and a value of the size given.
     let r = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
-    if r != 0 {
-        let _ = s.set_rx_buf_sz(size as usize);
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -33,7 +33,7 @@ use rtnetlink::{
 
 use super::{
     super::batch::raw_messages,
-    monitor::{force_rx_buffer, is_overflow},
+    monitor::{force_rx_buffer, is_overflow, set_option},
     observe::{NeighEntry, neigh_header},
 };
 use crate::{
@@ -178,26 +178,11 @@ fn changes(bytes: &[u8]) -> impl Iterator<Item = Heard> + '_ {
 
 /// A read that gives up after `t`, for the reader to look at its flag.
 fn set_read_timeout(s: &Socket, t: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let tv = libc::timeval {
         tv_sec: t.as_secs() as libc::time_t,
         tv_usec: t.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: a valid socket and a timeval of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(s, libc::SO_RCVTIMEO, &tv)
 }
 
 /// The neighbour and FDB entries of lvn's device `dev` (index `index`
@@ -474,12 +459,7 @@ mod tests {
     fn what_was_heard_is_what_a_dump_finds() {
         use crate::datapath::{Datapath, kernel::Kernel};
         use crate::reconcile::plan;
-        std::thread::spawn(|| {
-            // SAFETY: unshare only changes this thread's namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                println!("skipped: unshare(CLONE_NEWNET) needs root");
-                return;
-            }
+        crate::datapath::in_own_netns(|| async {
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let here = format!("--net=/proc/{}/task/{tid}/ns/net", std::process::id());
@@ -491,88 +471,79 @@ mod tests {
                     .expect("nsenter");
                 assert!(out.status.success(), "{args:?}: {out:?}");
             };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let mut dp = Kernel::connect().expect("netlink");
-                // From empty: the device is new, nothing seen before.
-                let (scope, before, _, p) =
-                    prepare(&mut dp, topology((1..201).map(|i| (i, 4789)))).await;
-                dp.witness(&scope);
-                dp.apply(&scope, &p).await.expect("apply");
-                let after = dp.observe_after(&scope, before).await.expect("after");
-                let full = dp.observe(&scope).await.expect("observe");
-                same(&after, &full, "from empty");
-                assert_eq!(full.state.fdb.len(), 200);
+            let mut dp = Kernel::connect().expect("netlink");
+            // From empty: the device is new, nothing seen before.
+            let (scope, before, _, p) =
+                prepare(&mut dp, topology((1..201).map(|i| (i, 4789)))).await;
+            dp.witness(&scope);
+            dp.apply(&scope, &p).await.expect("apply");
+            let after = dp.observe_after(&scope, before).await.expect("after");
+            let full = dp.observe(&scope).await.expect("observe");
+            same(&after, &full, "from empty");
+            assert_eq!(full.state.fdb.len(), 200);
 
-                // Spokes 1-50 go, 101-150 move to port 5000, 201-250 come.
-                let topo = topology(
-                    (51..251).map(|i| (i, if (101..151).contains(&i) { 5000 } else { 4789 })),
-                );
-                let (scope, before, d, p) = prepare(&mut dp, topo).await;
-                dp.witness(&scope);
-                dp.apply(&scope, &p).await.expect("apply");
-                let dev = scope.device.clone();
-                // By hand, after lvn's writes and before the observation.
-                by_hand(&[
-                    "bridge",
-                    "fdb",
-                    "del",
-                    "02:4c:64:40:01:3c",
-                    "dev",
-                    &dev,
-                    "dst",
-                    "192.0.2.60",
-                ]);
-                by_hand(&[
-                    "bridge",
-                    "fdb",
-                    "append",
-                    "00:00:00:00:00:00",
-                    "dev",
-                    &dev,
-                    "dst",
-                    "203.0.113.7",
-                ]);
-                by_hand(&[
-                    "ip",
-                    "neigh",
-                    "add",
-                    "100.64.9.9",
-                    "dev",
-                    &dev,
-                    "lladdr",
-                    "02:00:00:00:09:09",
-                    "nud",
-                    "stale",
-                ]);
-                by_hand(&[
-                    "ip",
-                    "neigh",
-                    "replace",
-                    "100.64.1.70",
-                    "dev",
-                    &dev,
-                    "lladdr",
-                    "02:00:00:00:00:70",
-                    "nud",
-                    "permanent",
-                ]);
-                let after = dp.observe_after(&scope, before).await.expect("after");
-                let full = dp.observe(&scope).await.expect("observe");
-                same(&after, &full, "after changes");
-                let rest: Vec<String> = plan(&d, &after)
-                    .expect("plan")
-                    .steps
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                assert_eq!(rest.len(), 3, "{rest:#?}");
-            });
-        })
-        .join()
-        .expect("test thread");
+            // Spokes 1-50 go, 101-150 move to port 5000, 201-250 come.
+            let topo =
+                topology((51..251).map(|i| (i, if (101..151).contains(&i) { 5000 } else { 4789 })));
+            let (scope, before, d, p) = prepare(&mut dp, topo).await;
+            dp.witness(&scope);
+            dp.apply(&scope, &p).await.expect("apply");
+            let dev = scope.device.clone();
+            // By hand, after lvn's writes and before the observation.
+            by_hand(&[
+                "bridge",
+                "fdb",
+                "del",
+                "02:4c:64:40:01:3c",
+                "dev",
+                &dev,
+                "dst",
+                "192.0.2.60",
+            ]);
+            by_hand(&[
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                &dev,
+                "dst",
+                "203.0.113.7",
+            ]);
+            by_hand(&[
+                "ip",
+                "neigh",
+                "add",
+                "100.64.9.9",
+                "dev",
+                &dev,
+                "lladdr",
+                "02:00:00:00:09:09",
+                "nud",
+                "stale",
+            ]);
+            by_hand(&[
+                "ip",
+                "neigh",
+                "replace",
+                "100.64.1.70",
+                "dev",
+                &dev,
+                "lladdr",
+                "02:00:00:00:00:70",
+                "nud",
+                "permanent",
+            ]);
+            let after = dp.observe_after(&scope, before).await.expect("after");
+            let full = dp.observe(&scope).await.expect("observe");
+            same(&after, &full, "after changes");
+            let rest: Vec<String> = plan(&d, &after)
+                .expect("plan")
+                .steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            assert_eq!(rest.len(), 3, "{rest:#?}");
+        });
     }
 }
