@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::{
     AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Reasons, Route, RouteKey, State, Sysctl,
-    Tunnel, Underlay, layer2,
+    Tunnel, Underlay, layer2, model::append_sorted,
 };
 use crate::{
     config::{Datapath, Layer, Node, Role, Topology},
@@ -181,11 +181,56 @@ struct Direct<'a> {
     why: Reason,
 }
 
+/// The objects there is one or more of per peer (FDB entries, neighbours,
+/// routes) and their reasons, gathered in lists and made into the ordered
+/// maps at once ([`PerPeer::into`]): a map built from a sorted list costs
+/// a copy, where an insert per object walks the tree from its root, six
+/// per peer, which made planning 100k peers grow faster than linearly.
+#[derive(Default)]
+struct PerPeer {
+    fdb: Vec<(Mac, Fdb)>,
+    neighbours: Vec<(IpAddr, Neigh)>,
+    routes: Vec<(RouteKey, Route)>,
+    fdb_why: Vec<(Mac, Reason)>,
+    neigh_why: Vec<(IpAddr, Reason)>,
+    route_why: Vec<(RouteKey, Reason)>,
+}
+
+impl PerPeer {
+    /// Room for `n` peers' FDB entries and neighbours (one address each)
+    /// and `routes` routes.
+    fn with_capacity(n: usize, routes: usize) -> PerPeer {
+        PerPeer {
+            fdb: Vec::with_capacity(n),
+            neighbours: Vec::with_capacity(n),
+            routes: Vec::with_capacity(routes),
+            fdb_why: Vec::with_capacity(n),
+            neigh_why: Vec::with_capacity(n),
+            route_why: Vec::with_capacity(routes),
+        }
+    }
+
+    fn route(&mut self, r: Route, reason: Reason) {
+        self.route_why.push((r.key(), reason));
+        self.routes.push((r.key(), r));
+    }
+
+    /// Into `d`'s maps, a later object of a key replacing an earlier one
+    /// as inserts one by one would.
+    fn into(self, d: &mut Desired) {
+        append_sorted(&mut d.state.fdb, self.fdb);
+        append_sorted(&mut d.state.neighbours, self.neighbours);
+        append_sorted(&mut d.state.routes, self.routes);
+        d.reasons
+            .append(self.fdb_why, self.neigh_why, self.route_why);
+    }
+}
+
 /// The unicast FDB entry of a peer (both layers): its MAC behind its
 /// endpoint. Returns the MAC.
-fn add_fdb(d: &mut Desired, dev: &str, p: &Direct) -> Mac {
+fn add_fdb(o: &mut PerPeer, dev: &str, p: &Direct) -> Mac {
     let mac = Mac::for_overlay(p.node.address);
-    d.state.fdb.insert(
+    o.fdb.push((
         mac,
         Fdb {
             dev: dev.to_string(),
@@ -193,8 +238,8 @@ fn add_fdb(d: &mut Desired, dev: &str, p: &Direct) -> Mac {
             dst: p.endpoint.ip(),
             port: p.endpoint.port(),
         },
-    );
-    d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+    ));
+    o.fdb_why.push((mac, p.why.clone()));
     mac
 }
 
@@ -279,11 +324,6 @@ fn address_in(node: &Node, overlay: IpNet) -> Option<IpAddr> {
         .find(|a| a.is_ipv4() == overlay.addr().is_ipv4())
 }
 
-fn add_route(d: &mut Desired, r: Route, reason: Reason) {
-    d.reasons.insert(ObjectKey::Route(r.key()), reason);
-    d.state.routes.insert(r.key(), r);
-}
-
 fn add_address(d: &mut Desired, a: Address, me: &Node) {
     d.reasons.insert(
         ObjectKey::Address(a.key()),
@@ -358,15 +398,19 @@ fn vxlan(
         udp_checksum: net.l2.udp_checksum,
     });
     d.reasons.insert(ObjectKey::Link, network);
+    // Per peer an FDB entry, a neighbour per address and, on a hub, a
+    // route per address; a few routes of `me`'s own.
+    let mut o = PerPeer::with_capacity(peers.len(), peers.len() * me.addresses.len() + 2);
     if net.l2.layer == Layer::Two {
         // Layer 2: the device, its FDB and its master; the overlay's
         // addresses and routes belong to whatever sits on top (a bridge,
         // batman-adv), not to lvn.
         for p in peers {
-            add_fdb(d, &dev, p);
+            add_fdb(&mut o, &dev, p);
             let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
             layer2::add_flood(d, &dev, &p.name, p.endpoint, learned);
         }
+        o.into(d);
         layer2::add_port(d, topo, me, underlay);
         return;
     }
@@ -383,34 +427,33 @@ fn vxlan(
         );
     }
     for p in peers {
-        let mac = add_fdb(d, &dev, p);
+        let mac = add_fdb(&mut o, &dev, p);
         // One MAC for every family of the peer: one device carries both.
         for &address in &p.node.addresses {
-            d.state.neighbours.insert(
+            o.neighbours.push((
                 address,
                 Neigh {
                     dev: dev.clone(),
                     address,
                     mac,
                 },
-            );
-            d.reasons.insert(
-                ObjectKey::Neigh(address),
-                Reason::PeerAddress {
-                    peer: p.name.clone(),
-                },
-            );
+            ));
+            let why = Reason::PeerAddress {
+                peer: p.name.clone(),
+            };
+            o.neigh_why.push((address, why));
         }
     }
     for (_, overlay) in own_overlays(topo, me) {
-        vxlan_routes(d, me, &dev, overlay, peers, hubs);
+        vxlan_routes(&mut o, me, &dev, overlay, peers, hubs);
     }
+    o.into(d);
     add_settings(d, me, underlay, &dev, true);
 }
 
 /// The routes of one overlay family on the VXLAN device.
 fn vxlan_routes(
-    d: &mut Desired,
+    o: &mut PerPeer,
     me: &Node,
     dev: &str,
     overlay: IpNet,
@@ -426,7 +469,7 @@ fn vxlan_routes(
     };
     match me.role {
         Role::Hub => {
-            add_route(d, route(overlay, None), Reason::HubOverlay);
+            o.route(route(overlay, None), Reason::HubOverlay);
             // A gateway route to each live spoke through itself: forwarding
             // between spokes then sends no ICMP redirect (the kernel sends
             // one when the route back is the on-link overlay route), and a
@@ -439,7 +482,7 @@ fn vxlan_routes(
                 let why = Reason::SpokeRoute {
                     peer: p.name.clone(),
                 };
-                add_route(d, route(IpNet::from(a), Some(a)), why);
+                o.route(route(IpNet::from(a), Some(a)), why);
             }
         }
         Role::Spoke => {
@@ -452,7 +495,7 @@ fn vxlan_routes(
                 let why = Reason::ViaHub {
                     hub: first.name.clone(),
                 };
-                add_route(d, route(overlay, Some(a)), why);
+                o.route(route(overlay, Some(a)), why);
             }
             if hubs.len() > 1 {
                 for hub in hubs {
@@ -462,7 +505,7 @@ fn vxlan_routes(
                     let why = Reason::DirectHub {
                         hub: hub.name.clone(),
                     };
-                    add_route(d, route(IpNet::from(a), None), why);
+                    o.route(route(IpNet::from(a), None), why);
                 }
             }
         }
@@ -533,6 +576,7 @@ fn fou(
         .map(|e| e.ip())
         .filter(|_| outer.family == Family::Ipv6);
     let first_hub = hubs.first().map(|h| h.name.as_str());
+    let mut o = PerPeer::with_capacity(0, carried.len() * me.addresses.len() + 1);
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
         d.state.tunnels.insert(
@@ -578,17 +622,18 @@ fn fou(
                 let why = Reason::ViaHub {
                     hub: p.node.name.clone(),
                 };
-                add_route(d, on_tunnel(overlay), why);
+                o.route(on_tunnel(overlay), why);
             }
             if !primary || hubs.len() > 1 {
                 let why = Reason::PeerAddress {
                     peer: p.name.clone(),
                 };
-                add_route(d, on_tunnel(IpNet::from(peer_address)), why);
+                o.route(on_tunnel(IpNet::from(peer_address)), why);
             }
         }
         add_settings(d, me, underlay, &name, false);
     }
+    o.into(d);
 }
 
 /// The overlay MTU and a phrase saying where it came from.

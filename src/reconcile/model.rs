@@ -153,6 +153,15 @@ impl Route {
     }
 }
 
+/// Add `items` to `map`, a later item of a key replacing an earlier one as
+/// inserts one by one would. Linear: one stable sort (of a run, for items
+/// already in key order), one bulk build and, when `map` is not empty, one
+/// merge, where an insert per item walks the tree from its root.
+pub(super) fn append_sorted<K: Ord, V>(map: &mut BTreeMap<K, V>, items: Vec<(K, V)>) {
+    let mut more: BTreeMap<K, V> = items.into_iter().collect();
+    map.append(&mut more);
+}
+
 /// A per-device kernel setting and the value lvn wants or found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sysctl {

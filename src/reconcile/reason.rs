@@ -7,7 +7,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{Mac, ObjectKey, RouteKey};
+use super::{Mac, ObjectKey, RouteKey, model::append_sorted};
 
 /// Why a step is in a plan. Typed, so the plan printout, the JSON output and
 /// the log line all say the same thing.
@@ -133,6 +133,19 @@ impl Reasons {
             ObjectKey::Route(r) => self.route.insert(r, reason),
             other => self.other.insert(other, reason),
         }
+    }
+
+    /// Many per-peer reasons at once, in linear time (see
+    /// [`append_sorted`](super::model::append_sorted)).
+    pub(super) fn append(
+        &mut self,
+        fdb: Vec<(Mac, Reason)>,
+        neigh: Vec<(IpAddr, Reason)>,
+        route: Vec<(RouteKey, Reason)>,
+    ) {
+        append_sorted(&mut self.fdb, fdb);
+        append_sorted(&mut self.neigh, neigh);
+        append_sorted(&mut self.route, route);
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Reason> {
