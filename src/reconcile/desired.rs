@@ -228,12 +228,12 @@ impl PerPeer {
 
 /// The unicast FDB entry of a peer (both layers): its MAC behind its
 /// endpoint. Returns the MAC.
-fn add_fdb(o: &mut PerPeer, dev: &str, p: &Direct) -> Mac {
+fn add_fdb(o: &mut PerPeer, dev: &Arc<str>, p: &Direct) -> Mac {
     let mac = Mac::for_overlay(p.node.address);
     o.fdb.push((
         mac,
         Fdb {
-            dev: dev.to_string(),
+            dev: dev.clone(),
             mac,
             dst: p.endpoint.ip(),
             port: p.endpoint.port(),
@@ -401,14 +401,16 @@ fn vxlan(
     // Per peer an FDB entry, a neighbour per address and, on a hub, a
     // route per address; a few routes of `me`'s own.
     let mut o = PerPeer::with_capacity(peers.len(), peers.len() * me.addresses.len() + 2);
+    // One name shared by every object on the device.
+    let shared: Arc<str> = Arc::from(dev.as_str());
     if net.l2.layer == Layer::Two {
         // Layer 2: the device, its FDB and its master; the overlay's
         // addresses and routes belong to whatever sits on top (a bridge,
         // batman-adv), not to lvn.
         for p in peers {
-            add_fdb(&mut o, &dev, p);
+            add_fdb(&mut o, &shared, p);
             let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
-            layer2::add_flood(d, &dev, &p.name, p.endpoint, learned);
+            layer2::add_flood(d, &shared, &p.name, p.endpoint, learned);
         }
         o.into(d);
         layer2::add_port(d, topo, me, underlay);
@@ -427,13 +429,13 @@ fn vxlan(
         );
     }
     for p in peers {
-        let mac = add_fdb(&mut o, &dev, p);
+        let mac = add_fdb(&mut o, &shared, p);
         // One MAC for every family of the peer: one device carries both.
         for &address in &p.node.addresses {
             o.neighbours.push((
                 address,
                 Neigh {
-                    dev: dev.clone(),
+                    dev: shared.clone(),
                     address,
                     mac,
                 },
@@ -445,7 +447,7 @@ fn vxlan(
         }
     }
     for (_, overlay) in own_overlays(topo, me) {
-        vxlan_routes(&mut o, me, &dev, overlay, peers, hubs);
+        vxlan_routes(&mut o, me, &shared, overlay, peers, hubs);
     }
     o.into(d);
     add_settings(d, me, underlay, &dev, true);
@@ -455,14 +457,14 @@ fn vxlan(
 fn vxlan_routes(
     o: &mut PerPeer,
     me: &Node,
-    dev: &str,
+    dev: &Arc<str>,
     overlay: IpNet,
     peers: &[Direct],
     hubs: &[&Node],
 ) {
     let metric = route_metric(Family::of(overlay.addr()));
     let route = |dst: IpNet, via: Option<IpAddr>| Route {
-        dev: dev.to_string(),
+        dev: dev.clone(),
         dst,
         metric,
         via,
@@ -579,6 +581,7 @@ fn fou(
     let mut o = PerPeer::with_capacity(0, carried.len() * me.addresses.len() + 1);
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
+        let on: Arc<str> = Arc::from(name.as_str());
         d.state.tunnels.insert(
             name.clone(),
             Tunnel {
@@ -613,7 +616,7 @@ fn fou(
                 me,
             );
             let on_tunnel = |dst| Route {
-                dev: name.clone(),
+                dev: on.clone(),
                 dst,
                 metric: route_metric(Family::of(a)),
                 via: None,

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -105,7 +106,7 @@ pub struct Address {
 /// underlay address and port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fdb {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub mac: Mac,
     pub dst: IpAddr,
     pub port: u16,
@@ -114,7 +115,7 @@ pub struct Fdb {
 /// A permanent neighbour entry: overlay address -> derived MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Neigh {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub address: IpAddr,
     pub mac: Mac,
 }
@@ -128,7 +129,7 @@ pub struct RouteKey {
 /// A route in the main table, marked with lvn's route protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub dst: IpNet,
     pub metric: u32,
     /// Next hop in the overlay (installed `onlink`); `None` is a link route.

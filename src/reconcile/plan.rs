@@ -295,7 +295,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
     removes.retain(|s: &Step| match &s.object {
         Object::Sysctl(_) => false,
         Object::Address(a) => !gone.contains(&a.dev),
-        Object::Route(r) => !gone.contains(&r.dev),
+        Object::Route(r) => !gone.iter().any(|t| **t == *r.dev),
         _ => true,
     });
 

@@ -148,7 +148,7 @@ impl Kernel {
         self.index.remove(name);
         // The kernel removes the device's nexthops and routes with it.
         self.gw.nexthops.forget_device(index);
-        self.gw.routes.retain(|_, (r, _)| r.dev != name);
+        self.gw.routes.retain(|_, (r, _)| &*r.dev != name);
         self.gw.rescan = true;
         Ok(())
     }
