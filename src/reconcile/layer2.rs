@@ -244,7 +244,7 @@ pub(super) fn diff_port(desired: &Desired, have: &State) -> Option<super::Step> 
     Some(Step {
         action,
         object: Object::Port(object),
-        old,
+        old: old.map(Box::new),
         replace: Vec::new(),
         reason,
     })

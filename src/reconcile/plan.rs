@@ -56,9 +56,10 @@ impl Object {
 pub struct Step {
     pub action: Action,
     pub object: Object,
-    /// What the kernel has now, for a change.
+    /// What the kernel has now, for a change. Boxed: most steps have none,
+    /// and a step is moved and copied as often as plans are long.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub old: Option<Object>,
+    pub old: Option<Box<Object>>,
     /// For a link change the kernel cannot make in place: the fields that
     /// force deleting and re-creating the device.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -329,7 +330,7 @@ fn step(action: Action, object: Object, old: Option<Object>, reason: Reason) -> 
     Step {
         action,
         object,
-        old,
+        old: old.map(Box::new),
         replace: Vec::new(),
         reason,
     }

@@ -194,7 +194,7 @@ impl fmt::Display for Step {
             (Action::Change, false) => "-/+",
         };
         write!(f, "{sign} {} {}", self.object.kind(), self.object)?;
-        match (&self.object, &self.old) {
+        match (&self.object, self.old.as_deref()) {
             (Object::Link(new), Some(Object::Link(old))) => {
                 write!(f, "  [{}]", link_changes(new, old))?;
                 if !self.replace.is_empty() {

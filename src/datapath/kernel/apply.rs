@@ -227,7 +227,7 @@ impl Kernel {
             }
             (Action::Change, true) => {
                 let index = self.index_of(&link.name)?;
-                let Some(Object::Link(old)) = &s.old else {
+                let Some(Object::Link(old)) = s.old.as_deref() else {
                     return Ok(());
                 };
                 if old.learning != link.learning || old.local != link.local {
