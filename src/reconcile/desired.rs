@@ -183,10 +183,9 @@ struct Direct<'a> {
 
 /// The objects there is one or more of per peer (FDB entries, neighbours,
 /// routes) and their reasons, gathered in lists and made into the ordered
-/// maps at once ([`PerPeer::into`]): a map built from a sorted list costs
+/// maps at once ([`PerPeer::add_to`]): a map built from a sorted list costs
 /// a copy, where an insert per object walks the tree from its root, six
 /// per peer, which made planning 100k peers grow faster than linearly.
-#[derive(Default)]
 struct PerPeer {
     fdb: Vec<(Mac, Fdb)>,
     neighbours: Vec<(IpAddr, Neigh)>,
@@ -217,7 +216,7 @@ impl PerPeer {
 
     /// Into `d`'s maps, a later object of a key replacing an earlier one
     /// as inserts one by one would.
-    fn into(self, d: &mut Desired) {
+    fn add_to(self, d: &mut Desired) {
         append_sorted(&mut d.state.fdb, self.fdb);
         append_sorted(&mut d.state.neighbours, self.neighbours);
         append_sorted(&mut d.state.routes, self.routes);
@@ -398,12 +397,10 @@ fn vxlan(
         udp_checksum: net.l2.udp_checksum,
     });
     d.reasons.insert(ObjectKey::Link, network);
-    // Per peer an FDB entry, a neighbour per address and, on a hub, a
-    // route per address; a few routes of `me`'s own.
-    let mut o = PerPeer::with_capacity(peers.len(), peers.len() * me.addresses.len() + 2);
     // One name shared by every object on the device.
     let shared: Arc<str> = Arc::from(dev.as_str());
     if net.l2.layer == Layer::Two {
+        let mut o = PerPeer::with_capacity(peers.len(), 0);
         // Layer 2: the device, its FDB and its master; the overlay's
         // addresses and routes belong to whatever sits on top (a bridge,
         // batman-adv), not to lvn.
@@ -412,7 +409,7 @@ fn vxlan(
             let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
             layer2::add_flood(d, &shared, &p.name, p.endpoint, learned);
         }
-        o.into(d);
+        o.add_to(d);
         layer2::add_port(d, topo, me, underlay);
         return;
     }
@@ -428,6 +425,9 @@ fn vxlan(
             me,
         );
     }
+    // Per peer an FDB entry, a neighbour per address and, on a hub, a
+    // route per address; a few routes of `me`'s own.
+    let mut o = PerPeer::with_capacity(peers.len(), peers.len() * me.addresses.len() + 2);
     for p in peers {
         let mac = add_fdb(&mut o, &shared, p);
         // One MAC for every family of the peer: one device carries both.
@@ -449,7 +449,7 @@ fn vxlan(
     for (_, overlay) in own_overlays(topo, me) {
         vxlan_routes(&mut o, me, &shared, overlay, peers, hubs);
     }
-    o.into(d);
+    o.add_to(d);
     add_settings(d, me, underlay, &dev, true);
 }
 
@@ -636,7 +636,7 @@ fn fou(
         }
         add_settings(d, me, underlay, &name, false);
     }
-    o.into(d);
+    o.add_to(d);
 }
 
 /// The overlay MTU and a phrase saying where it came from.
