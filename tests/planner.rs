@@ -500,13 +500,13 @@ proptest! {
             let dev = match &s.object {
                 Object::Link(l) => l.name.clone(),
                 Object::Address(a) => a.dev.clone(),
-                Object::Fdb(f) => f.dev.clone(),
-                Object::Neigh(n) => n.dev.clone(),
-                Object::Route(r) => r.dev.clone(),
+                Object::Fdb(f) => f.dev.to_string(),
+                Object::Neigh(n) => n.dev.to_string(),
+                Object::Route(r) => r.dev.to_string(),
                 Object::Sysctl(x) => x.key.to_string(),
                 Object::Tunnel(t) => t.name.clone(),
                 Object::Fou(f) => format!("fou {}", f.port),
-                Object::Flood(f) => f.dev.clone(),
+                Object::Flood(f) => f.dev.to_string(),
                 Object::Port(p) => p.dev.clone(),
             };
             let ours = dev.contains("lvn-p") || dev.contains(&tunnel_prefix) || dev == "fou 4789";

@@ -171,7 +171,7 @@ impl FakeKernel {
                     // The tunnel goes, and what is on it.
                     s.tunnels.remove(&t.name);
                     s.addresses.retain(|k, _| k.dev != t.name);
-                    s.routes.retain(|_, r| r.dev != t.name);
+                    s.routes.retain(|_, r| *r.dev != *t.name);
                     s.sysctls.retain(|k, _| k.device != t.name);
                 } else {
                     if !s.tunnels.contains_key(&t.name) {

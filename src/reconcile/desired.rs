@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::{
     AddrKey, Address, Fdb, Fou, Link, Neigh, Reason, Reasons, Route, RouteKey, State, Sysctl,
-    Tunnel, Underlay, layer2,
+    Tunnel, Underlay, layer2, model::append_sorted,
 };
 use crate::{
     config::{Datapath, Layer, Node, Role, Topology},
@@ -181,20 +181,64 @@ struct Direct<'a> {
     why: Reason,
 }
 
+/// The objects there is one or more of per peer (FDB entries, neighbours,
+/// routes) and their reasons, gathered in lists and made into the ordered
+/// maps at once ([`PerPeer::add_to`]): a map built from a sorted list costs
+/// a copy, where an insert per object walks the tree from its root, six
+/// per peer, which made planning 100k peers grow faster than linearly.
+struct PerPeer {
+    fdb: Vec<(Mac, Fdb)>,
+    neighbours: Vec<(IpAddr, Neigh)>,
+    routes: Vec<(RouteKey, Route)>,
+    fdb_why: Vec<(Mac, Reason)>,
+    neigh_why: Vec<(IpAddr, Reason)>,
+    route_why: Vec<(RouteKey, Reason)>,
+}
+
+impl PerPeer {
+    /// Room for `n` peers' FDB entries and neighbours (one address each)
+    /// and `routes` routes.
+    fn with_capacity(n: usize, routes: usize) -> PerPeer {
+        PerPeer {
+            fdb: Vec::with_capacity(n),
+            neighbours: Vec::with_capacity(n),
+            routes: Vec::with_capacity(routes),
+            fdb_why: Vec::with_capacity(n),
+            neigh_why: Vec::with_capacity(n),
+            route_why: Vec::with_capacity(routes),
+        }
+    }
+
+    fn route(&mut self, r: Route, reason: Reason) {
+        self.route_why.push((r.key(), reason));
+        self.routes.push((r.key(), r));
+    }
+
+    /// Into `d`'s maps, a later object of a key replacing an earlier one
+    /// as inserts one by one would.
+    fn add_to(self, d: &mut Desired) {
+        append_sorted(&mut d.state.fdb, self.fdb);
+        append_sorted(&mut d.state.neighbours, self.neighbours);
+        append_sorted(&mut d.state.routes, self.routes);
+        d.reasons
+            .append(self.fdb_why, self.neigh_why, self.route_why);
+    }
+}
+
 /// The unicast FDB entry of a peer (both layers): its MAC behind its
 /// endpoint. Returns the MAC.
-fn add_fdb(d: &mut Desired, dev: &str, p: &Direct) -> Mac {
+fn add_fdb(o: &mut PerPeer, dev: &Arc<str>, p: &Direct) -> Mac {
     let mac = Mac::for_overlay(p.node.address);
-    d.state.fdb.insert(
+    o.fdb.push((
         mac,
         Fdb {
-            dev: dev.to_string(),
+            dev: dev.clone(),
             mac,
             dst: p.endpoint.ip(),
             port: p.endpoint.port(),
         },
-    );
-    d.reasons.insert(ObjectKey::Fdb(mac), p.why.clone());
+    ));
+    o.fdb_why.push((mac, p.why.clone()));
     mac
 }
 
@@ -279,11 +323,6 @@ fn address_in(node: &Node, overlay: IpNet) -> Option<IpAddr> {
         .find(|a| a.is_ipv4() == overlay.addr().is_ipv4())
 }
 
-fn add_route(d: &mut Desired, r: Route, reason: Reason) {
-    d.reasons.insert(ObjectKey::Route(r.key()), reason);
-    d.state.routes.insert(r.key(), r);
-}
-
 fn add_address(d: &mut Desired, a: Address, me: &Node) {
     d.reasons.insert(
         ObjectKey::Address(a.key()),
@@ -358,15 +397,19 @@ fn vxlan(
         udp_checksum: net.l2.udp_checksum,
     });
     d.reasons.insert(ObjectKey::Link, network);
+    // One name shared by every object on the device.
+    let shared: Arc<str> = Arc::from(dev.as_str());
     if net.l2.layer == Layer::Two {
+        let mut o = PerPeer::with_capacity(peers.len(), 0);
         // Layer 2: the device, its FDB and its master; the overlay's
         // addresses and routes belong to whatever sits on top (a bridge,
         // batman-adv), not to lvn.
         for p in peers {
-            add_fdb(d, &dev, p);
+            add_fdb(&mut o, &shared, p);
             let learned = matches!(p.why, Reason::LearnedEndpoint { .. });
-            layer2::add_flood(d, &dev, &p.name, p.endpoint, learned);
+            layer2::add_flood(d, &shared, &p.name, p.endpoint, learned);
         }
+        o.add_to(d);
         layer2::add_port(d, topo, me, underlay);
         return;
     }
@@ -382,51 +425,53 @@ fn vxlan(
             me,
         );
     }
+    // Per peer an FDB entry, a neighbour per address and, on a hub, a
+    // route per address; a few routes of `me`'s own.
+    let mut o = PerPeer::with_capacity(peers.len(), peers.len() * me.addresses.len() + 2);
     for p in peers {
-        let mac = add_fdb(d, &dev, p);
+        let mac = add_fdb(&mut o, &shared, p);
         // One MAC for every family of the peer: one device carries both.
         for &address in &p.node.addresses {
-            d.state.neighbours.insert(
+            o.neighbours.push((
                 address,
                 Neigh {
-                    dev: dev.clone(),
+                    dev: shared.clone(),
                     address,
                     mac,
                 },
-            );
-            d.reasons.insert(
-                ObjectKey::Neigh(address),
-                Reason::PeerAddress {
-                    peer: p.name.clone(),
-                },
-            );
+            ));
+            let why = Reason::PeerAddress {
+                peer: p.name.clone(),
+            };
+            o.neigh_why.push((address, why));
         }
     }
     for (_, overlay) in own_overlays(topo, me) {
-        vxlan_routes(d, me, &dev, overlay, peers, hubs);
+        vxlan_routes(&mut o, me, &shared, overlay, peers, hubs);
     }
+    o.add_to(d);
     add_settings(d, me, underlay, &dev, true);
 }
 
 /// The routes of one overlay family on the VXLAN device.
 fn vxlan_routes(
-    d: &mut Desired,
+    o: &mut PerPeer,
     me: &Node,
-    dev: &str,
+    dev: &Arc<str>,
     overlay: IpNet,
     peers: &[Direct],
     hubs: &[&Node],
 ) {
     let metric = route_metric(Family::of(overlay.addr()));
     let route = |dst: IpNet, via: Option<IpAddr>| Route {
-        dev: dev.to_string(),
+        dev: dev.clone(),
         dst,
         metric,
         via,
     };
     match me.role {
         Role::Hub => {
-            add_route(d, route(overlay, None), Reason::HubOverlay);
+            o.route(route(overlay, None), Reason::HubOverlay);
             // A gateway route to each live spoke through itself: forwarding
             // between spokes then sends no ICMP redirect (the kernel sends
             // one when the route back is the on-link overlay route), and a
@@ -439,7 +484,7 @@ fn vxlan_routes(
                 let why = Reason::SpokeRoute {
                     peer: p.name.clone(),
                 };
-                add_route(d, route(IpNet::from(a), Some(a)), why);
+                o.route(route(IpNet::from(a), Some(a)), why);
             }
         }
         Role::Spoke => {
@@ -452,7 +497,7 @@ fn vxlan_routes(
                 let why = Reason::ViaHub {
                     hub: first.name.clone(),
                 };
-                add_route(d, route(overlay, Some(a)), why);
+                o.route(route(overlay, Some(a)), why);
             }
             if hubs.len() > 1 {
                 for hub in hubs {
@@ -462,7 +507,7 @@ fn vxlan_routes(
                     let why = Reason::DirectHub {
                         hub: hub.name.clone(),
                     };
-                    add_route(d, route(IpNet::from(a), None), why);
+                    o.route(route(IpNet::from(a), None), why);
                 }
             }
         }
@@ -533,8 +578,10 @@ fn fou(
         .map(|e| e.ip())
         .filter(|_| outer.family == Family::Ipv6);
     let first_hub = hubs.first().map(|h| h.name.as_str());
+    let mut o = PerPeer::with_capacity(0, carried.len() * me.addresses.len() + 1);
     for p in carried {
         let name = tunnel_name(&net.name, &p.node.name);
+        let on: Arc<str> = Arc::from(name.as_str());
         d.state.tunnels.insert(
             name.clone(),
             Tunnel {
@@ -569,7 +616,7 @@ fn fou(
                 me,
             );
             let on_tunnel = |dst| Route {
-                dev: name.clone(),
+                dev: on.clone(),
                 dst,
                 metric: route_metric(Family::of(a)),
                 via: None,
@@ -578,17 +625,18 @@ fn fou(
                 let why = Reason::ViaHub {
                     hub: p.node.name.clone(),
                 };
-                add_route(d, on_tunnel(overlay), why);
+                o.route(on_tunnel(overlay), why);
             }
             if !primary || hubs.len() > 1 {
                 let why = Reason::PeerAddress {
                     peer: p.name.clone(),
                 };
-                add_route(d, on_tunnel(IpNet::from(peer_address)), why);
+                o.route(on_tunnel(IpNet::from(peer_address)), why);
             }
         }
         add_settings(d, me, underlay, &name, false);
     }
+    o.add_to(d);
 }
 
 /// The overlay MTU and a phrase saying where it came from.

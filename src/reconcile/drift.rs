@@ -294,7 +294,7 @@ pub fn drift(w: &Watch, c: &Change) -> Option<String> {
             let r = d
                 .routes
                 .values()
-                .find(|r| r.dev == dev && r.via == Some(*gw))?;
+                .find(|r| &*r.dev == dev && r.via == Some(*gw))?;
             Some(format!(
                 "nexthop {id} via {gw} on {dev} removed, and route {} with it",
                 r.dst

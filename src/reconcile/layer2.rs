@@ -22,7 +22,7 @@ use crate::{
 /// told apart by destination and port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flood {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub dst: std::net::IpAddr,
     pub port: u16,
 }
@@ -92,13 +92,13 @@ impl fmt::Display for Waiting {
 /// its unicast entry (`learned`: from its keepalives).
 pub(super) fn add_flood(
     d: &mut Desired,
-    dev: &str,
+    dev: &Arc<str>,
     peer: &Arc<str>,
     endpoint: SocketAddr,
     learned: bool,
 ) {
     let flood = Flood {
-        dev: dev.to_string(),
+        dev: dev.clone(),
         dst: endpoint.ip(),
         port: endpoint.port(),
     };
@@ -244,7 +244,7 @@ pub(super) fn diff_port(desired: &Desired, have: &State) -> Option<super::Step> 
     Some(Step {
         action,
         object: Object::Port(object),
-        old,
+        old: old.map(Box::new),
         replace: Vec::new(),
         reason,
     })

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -105,7 +106,7 @@ pub struct Address {
 /// underlay address and port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fdb {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub mac: Mac,
     pub dst: IpAddr,
     pub port: u16,
@@ -114,7 +115,7 @@ pub struct Fdb {
 /// A permanent neighbour entry: overlay address -> derived MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Neigh {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub address: IpAddr,
     pub mac: Mac,
 }
@@ -128,7 +129,7 @@ pub struct RouteKey {
 /// A route in the main table, marked with lvn's route protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
-    pub dev: String,
+    pub dev: Arc<str>,
     pub dst: IpNet,
     pub metric: u32,
     /// Next hop in the overlay (installed `onlink`); `None` is a link route.
@@ -151,6 +152,15 @@ impl Route {
             metric: self.metric,
         }
     }
+}
+
+/// Add `items` to `map`, a later item of a key replacing an earlier one as
+/// inserts one by one would. Linear: one stable sort (of a run, for items
+/// already in key order), one bulk build and, when `map` is not empty, one
+/// merge, where an insert per item walks the tree from its root.
+pub(super) fn append_sorted<K: Ord, V>(map: &mut BTreeMap<K, V>, items: Vec<(K, V)>) {
+    let mut more: BTreeMap<K, V> = items.into_iter().collect();
+    map.append(&mut more);
 }
 
 /// A per-device kernel setting and the value lvn wants or found.

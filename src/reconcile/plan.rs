@@ -56,9 +56,10 @@ impl Object {
 pub struct Step {
     pub action: Action,
     pub object: Object,
-    /// What the kernel has now, for a change.
+    /// What the kernel has now, for a change. Boxed: most steps have none,
+    /// and a step is moved and copied as often as plans are long.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub old: Option<Object>,
+    pub old: Option<Box<Object>>,
     /// For a link change the kernel cannot make in place: the fields that
     /// force deleting and re-creating the device.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -211,71 +212,72 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
     };
 
     let mut removes = Vec::new();
-    let mut adds = Vec::new();
+    let mut adds = Adds::default();
+    let removal = |k: ObjectKey| desired.removal_reason(&k);
+    let mut why = desired.reasons.routes_in_order();
     diff(
-        &want.routes,
-        &have.routes,
-        |k| ObjectKey::Route(*k),
+        (&want.routes, &have.routes),
+        |k| why.reason(k),
+        |k| removal(ObjectKey::Route(*k)),
         Object::Route,
-        desired,
         &mut removes,
         &mut adds,
     );
+    let mut why = desired.reasons.neighbours_in_order();
     diff(
-        &want.neighbours,
-        &have.neighbours,
-        |k| ObjectKey::Neigh(*k),
+        (&want.neighbours, &have.neighbours),
+        |k| why.reason(k),
+        |k| removal(ObjectKey::Neigh(*k)),
         Object::Neigh,
-        desired,
         &mut removes,
         &mut adds,
     );
+    let mut why = desired.reasons.fdb_in_order();
     diff(
-        &want.fdb,
-        &have.fdb,
-        |k| ObjectKey::Fdb(*k),
+        (&want.fdb, &have.fdb),
+        |k| why.reason(k),
+        |k| removal(ObjectKey::Fdb(*k)),
         Object::Fdb,
-        desired,
         &mut removes,
         &mut adds,
     );
     diff(
-        &want.addresses,
-        &have.addresses,
-        |k| ObjectKey::Address(k.clone()),
+        (&want.addresses, &have.addresses),
+        |k| desired.reason(&ObjectKey::Address(k.clone())),
+        |k| removal(ObjectKey::Address(k.clone())),
         Object::Address,
-        desired,
         &mut removes,
         &mut adds,
     );
     diff(
-        &want.sysctls,
-        &have.sysctls,
-        |k| ObjectKey::Sysctl(k.clone()),
+        (&want.sysctls, &have.sysctls),
+        |k| desired.reason(&ObjectKey::Sysctl(k.clone())),
+        |k| removal(ObjectKey::Sysctl(k.clone())),
         Object::Sysctl,
-        desired,
         &mut removes,
         &mut adds,
     );
     diff(
-        &want.tunnels,
-        &have.tunnels,
-        |k| ObjectKey::Tunnel(k.clone()),
+        (&want.tunnels, &have.tunnels),
+        |k| desired.reason(&ObjectKey::Tunnel(k.clone())),
+        |k| removal(ObjectKey::Tunnel(k.clone())),
         Object::Tunnel,
-        desired,
         &mut removes,
         &mut adds,
     );
     diff(
-        &want.fou,
-        &have.fou,
-        |k| ObjectKey::Fou(*k),
+        (&want.fou, &have.fou),
+        |k| desired.reason(&ObjectKey::Fou(*k)),
+        |k| removal(ObjectKey::Fou(*k)),
         Object::Fou,
-        desired,
         &mut removes,
         &mut adds,
     );
-    super::layer2::diff_flood(desired, have, &mut removes, &mut adds);
+    let mut flood = Vec::new();
+    super::layer2::diff_flood(desired, have, &mut removes, &mut flood);
+    for s in flood {
+        adds.push(s);
+    }
     if let Some(s) = super::layer2::diff_port(desired, have) {
         match s.action {
             Action::Remove => removes.push(s),
@@ -295,22 +297,40 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
     removes.retain(|s: &Step| match &s.object {
         Object::Sysctl(_) => false,
         Object::Address(a) => !gone.contains(&a.dev),
-        Object::Route(r) => !gone.contains(&r.dev),
+        Object::Route(r) => !gone.iter().any(|t| **t == *r.dev),
         _ => true,
     });
 
+    steps.reserve_exact(removes.len() + 1 + adds.len());
     steps.extend(removes);
     steps.extend(link_step);
-    adds.sort_by_key(|s| apply_order(&s.object));
-    steps.extend(adds);
+    for kind in adds.0 {
+        steps.extend(kind);
+    }
     Ok(Plan { steps })
+}
+
+/// Adds and changes, one list per place in [`apply_order`]: concatenated,
+/// the order a stable sort by `apply_order` gives, without moving every
+/// step of a plan from empty (300k at 100k spokes) through a merge sort.
+#[derive(Default)]
+struct Adds([Vec<Step>; 7]);
+
+impl Adds {
+    fn push(&mut self, s: Step) {
+        self.0[usize::from(apply_order(&s.object))].push(s);
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
 }
 
 fn step(action: Action, object: Object, old: Option<Object>, reason: Reason) -> Step {
     Step {
         action,
         object,
-        old,
+        old: old.map(Box::new),
         replace: Vec::new(),
         reason,
     }
@@ -392,14 +412,15 @@ fn fresh_state(
 
 /// Both maps are in key order, so one walk over the two finds every
 /// difference: linear, where a search in `have` per wanted key is not.
+/// `why` is asked in key order (see [`Reasons`](super::Reasons)), `gone`
+/// for removals.
 fn diff<K: Ord, V: Clone + PartialEq>(
-    want: &BTreeMap<K, V>,
-    have: &BTreeMap<K, V>,
-    key: impl Fn(&K) -> ObjectKey,
+    (want, have): (&BTreeMap<K, V>, &BTreeMap<K, V>),
+    mut why: impl FnMut(&K) -> Reason,
+    gone: impl Fn(&K) -> Reason,
     wrap: impl Fn(V) -> Object,
-    desired: &Desired,
     removes: &mut Vec<Step>,
-    adds: &mut Vec<Step>,
+    adds: &mut Adds,
 ) {
     let (mut w, mut h) = (want.iter().peekable(), have.iter().peekable());
     loop {
@@ -412,21 +433,11 @@ fn diff<K: Ord, V: Clone + PartialEq>(
         match order {
             Ordering::Less => {
                 let Some((k, w)) = w.next() else { return };
-                adds.push(step(
-                    Action::Add,
-                    wrap(w.clone()),
-                    None,
-                    desired.reason(&key(k)),
-                ));
+                adds.push(step(Action::Add, wrap(w.clone()), None, why(k)));
             }
             Ordering::Greater => {
                 let Some((k, h)) = h.next() else { return };
-                removes.push(step(
-                    Action::Remove,
-                    wrap(h.clone()),
-                    None,
-                    desired.removal_reason(&key(k)),
-                ));
+                removes.push(step(Action::Remove, wrap(h.clone()), None, gone(k)));
             }
             Ordering::Equal => {
                 let (Some((k, w)), Some((_, h))) = (w.next(), h.next()) else {
@@ -437,7 +448,7 @@ fn diff<K: Ord, V: Clone + PartialEq>(
                         Action::Change,
                         wrap(w.clone()),
                         Some(wrap(h.clone())),
-                        desired.reason(&key(k)),
+                        why(k),
                     ));
                 }
             }

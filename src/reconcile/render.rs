@@ -194,7 +194,7 @@ impl fmt::Display for Step {
             (Action::Change, false) => "-/+",
         };
         write!(f, "{sign} {} {}", self.object.kind(), self.object)?;
-        match (&self.object, &self.old) {
+        match (&self.object, self.old.as_deref()) {
             (Object::Link(new), Some(Object::Link(old))) => {
                 write!(f, "  [{}]", link_changes(new, old))?;
                 if !self.replace.is_empty() {
@@ -310,4 +310,41 @@ pub fn state_diff(observed: &State, desired: &State, color: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::{Mac, Reason};
+
+    /// The JSON contract of a change: shared device names and the boxed old
+    /// object are written as the plain strings and objects they were.
+    #[test]
+    fn a_change_step_in_json() {
+        let fdb = |port| Fdb {
+            dev: "lvn-x".into(),
+            mac: Mac([2, 0x4c, 0x64, 0x40, 0, 2]),
+            dst: [192, 0, 2, 1].into(),
+            port,
+        };
+        let s = Step {
+            action: Action::Change,
+            object: Object::Fdb(fdb(4789)),
+            old: Some(Box::new(Object::Fdb(fdb(9999)))),
+            replace: Vec::new(),
+            reason: Reason::StaticEndpoint { peer: "s1".into() },
+        };
+        let object = |port| json!({"dev": "lvn-x", "mac": "02:4c:64:40:00:02", "dst": "192.0.2.1", "port": port});
+        assert_eq!(
+            step_json(&s),
+            json!({
+                "action": "change",
+                "kind": "fdb",
+                "object": object(4789),
+                "old": object(9999),
+                "reason": "s1: static endpoint",
+                "reason_detail": {"kind": "static_endpoint", "peer": "s1"},
+            })
+        );
+    }
 }

@@ -148,7 +148,7 @@ impl Kernel {
         self.index.remove(name);
         // The kernel removes the device's nexthops and routes with it.
         self.gw.nexthops.forget_device(index);
-        self.gw.routes.retain(|_, (r, _)| r.dev != name);
+        self.gw.routes.retain(|_, (r, _)| &*r.dev != name);
         self.gw.rescan = true;
         Ok(())
     }
@@ -227,7 +227,7 @@ impl Kernel {
             }
             (Action::Change, true) => {
                 let index = self.index_of(&link.name)?;
-                let Some(Object::Link(old)) = &s.old else {
+                let Some(Object::Link(old)) = s.old.as_deref() else {
                     return Ok(());
                 };
                 if old.learning != link.learning || old.local != link.local {

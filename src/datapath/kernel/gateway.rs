@@ -81,8 +81,8 @@ impl Gateways {
             .into_iter()
             .filter_map(|k| {
                 let (r, id) = self.routes.get(k)?;
-                let stray = index.contains_key(r.dev.as_str())
-                    && !id.is_some_and(|i| self.nexthops.is_ours(i));
+                let stray =
+                    index.contains_key(&*r.dev) && !id.is_some_and(|i| self.nexthops.is_ours(i));
                 stray.then(|| (*k, r.clone()))
             })
             .collect();
@@ -232,7 +232,7 @@ impl Kernel {
             .gw
             .routes
             .iter()
-            .filter(|(_, (r, id))| r.dev == name && id.is_some())
+            .filter(|(_, (r, id))| &*r.dev == name && id.is_some())
             .collect();
         routes.sort_by_key(|(k, _)| **k);
         for (_, (r, id)) in routes {
@@ -294,11 +294,11 @@ impl Kernel {
         let mut owner = Vec::new();
         for (_, r) in &stray {
             let at = requests.len();
-            self.route_requests(by_name[r.dev.as_str()], Action::Change, r, &mut requests);
+            self.route_requests(by_name[&*r.dev], Action::Change, r, &mut requests);
             owner.extend(std::iter::repeat_n(Some(r), requests.len() - at));
         }
         for (_, r) in &stray {
-            self.route_done(by_name[r.dev.as_str()], Action::Change, r);
+            self.route_done(by_name[&*r.dev], Action::Change, r);
         }
         for id in &unused {
             requests.push(Request::Raw {

@@ -138,7 +138,7 @@ impl Kernel {
             .await
             .map_err(nl_err(op.clone()))?;
         let was_hairpin =
-            matches!(&s.old, Some(Object::Port(o)) if o.hairpin && o.master == p.master);
+            matches!(s.old.as_deref(), Some(Object::Port(o)) if o.hairpin && o.master == p.master);
         if p.hairpin || was_hairpin {
             report.writes += 1;
             let m = LinkUnspec::new_with_index(index)

@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -213,11 +214,13 @@ fn fdb_entries(dev: &str, port: u16, fdb: Vec<NeighEntry>, obs: &mut Observed) {
     // into the (empty) maps at once, sorted, rather than inserted one by
     // one at random places.
     let mut unicast = Vec::with_capacity(fdb.len());
+    // One name for every entry (100k at 100k spokes), not a copy each.
+    let dev: Arc<str> = Arc::from(dev);
     for e in fdb {
         if let (Some(Mac([0, 0, 0, 0, 0, 0])), Some(dst)) = (e.mac, e.dst) {
             let port = e.port.unwrap_or(port);
             let f = Flood {
-                dev: dev.to_string(),
+                dev: dev.clone(),
                 dst,
                 port,
             };
@@ -225,7 +228,7 @@ fn fdb_entries(dev: &str, port: u16, fdb: Vec<NeighEntry>, obs: &mut Observed) {
         } else if let (Some(mac), Some(dst)) = (e.mac, e.dst) {
             let port = e.port.unwrap_or(port);
             let f = Fdb {
-                dev: dev.to_string(),
+                dev: dev.clone(),
                 mac,
                 dst,
                 port,
@@ -378,6 +381,7 @@ impl Kernel {
             );
         }
         let mut permanent = Vec::with_capacity(neighbours.len());
+        let dev: Arc<str> = Arc::from(dev.as_str());
         for e in neighbours {
             let Some(address) = e.dst else { continue };
             match e.mac {
@@ -423,6 +427,11 @@ impl Kernel {
         nexthops: &HashMap<u32, Nexthop>,
         obs: &mut Observed,
     ) {
+        // One name per device for every route on it, not a copy each.
+        let owned: BTreeMap<u32, Arc<str>> = owned
+            .iter()
+            .map(|(i, name)| (*i, Arc::from(name.as_str())))
+            .collect();
         for mut e in routes {
             e.resolve(e.nhid.and_then(|id| nexthops.get(&id)));
             let RouteEntry {

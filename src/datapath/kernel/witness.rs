@@ -201,12 +201,14 @@ pub(super) fn replay(dev: &str, port: u16, index: u32, prior: Prior, obs: &mut O
         obs.state.neighbours = std::mem::take(&mut before.state.neighbours);
         obs.kernel_neighbours = std::mem::take(&mut before.kernel_neighbours);
     }
+    // One name for every entry on the device, not a copy each.
+    let dev: Arc<str> = Arc::from(dev);
     for h in heard.into_iter().filter(|h| h.ifindex == index) {
         if h.fdb {
-            fdb_change(dev, port, h, &mut obs.state.fdb, &mut obs.state.flood);
+            fdb_change(&dev, port, h, &mut obs.state.fdb, &mut obs.state.flood);
         } else {
             neigh_change(
-                dev,
+                &dev,
                 h,
                 &mut obs.state.neighbours,
                 &mut obs.kernel_neighbours,
@@ -218,7 +220,7 @@ pub(super) fn replay(dev: &str, port: u16, index: u32, prior: Prior, obs: &mut O
 /// One FDB change, as `observe::fdb_entries` reads a dumped entry: a
 /// unicast entry by MAC, a flooding entry (all-zero MAC) by destination.
 fn fdb_change(
-    dev: &str,
+    dev: &Arc<str>,
     port: u16,
     h: Heard,
     fdb: &mut BTreeMap<Mac, Fdb>,
@@ -233,7 +235,7 @@ fn fdb_change(
         if h.gone {
             flood.remove(&key);
         } else {
-            let dev = dev.to_string();
+            let dev = Arc::clone(dev);
             flood.insert(key, Flood { dev, dst, port });
         }
     } else if h.gone {
@@ -245,7 +247,7 @@ fn fdb_change(
             fdb.remove(&mac);
         }
     } else {
-        let dev = dev.to_string();
+        let dev = Arc::clone(dev);
         fdb.insert(
             mac,
             Fdb {
@@ -264,7 +266,7 @@ fn fdb_change(
 /// (an IPv6 multicast neighbour when the device comes up), so the set of
 /// those may lack some; nothing plans from it.
 fn neigh_change(
-    dev: &str,
+    dev: &Arc<str>,
     h: Heard,
     neighbours: &mut BTreeMap<IpAddr, Neigh>,
     kernel: &mut BTreeSet<IpAddr>,
@@ -277,7 +279,7 @@ fn neigh_change(
     }
     match h.entry.mac {
         Some(mac) if h.entry.permanent => {
-            let dev = dev.to_string();
+            let dev = Arc::clone(dev);
             neighbours.insert(address, Neigh { dev, address, mac });
         }
         _ => {
