@@ -77,13 +77,20 @@ enum Record {
 }
 
 impl Saved {
-    /// Everything but the peers and the last good file's text.
+    /// Everything but the peers and the last good file's text (not a
+    /// clone of the whole: that would cost every peer).
     fn head(&self) -> Saved {
         Saved {
+            network: self.network.clone(),
+            node: self.node.clone(),
             learned: Default::default(),
+            counter: self.counter,
+            auth: self.auth.clone(),
+            primary: self.primary.clone(),
+            pending: self.pending.clone(),
+            rejected: self.rejected.clone(),
             good: None,
             generation: 0,
-            ..self.clone()
         }
     }
 

@@ -198,7 +198,7 @@ fn a_bad_line_in_the_middle_is_reported_with_its_line() {
         state: peer(43000),
     })
     .unwrap();
-    write!(f, "{{\"peer\":17}}\n{good}\n").unwrap();
+    writeln!(f, "{{\"peer\":17}}\n{good}").unwrap();
     drop(f);
     let (s, on) = load_all(d.path(), "n").unwrap();
     assert!(

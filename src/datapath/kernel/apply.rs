@@ -288,7 +288,11 @@ impl Kernel {
         let mut results = results.into_iter();
         for (s, index, n) in steps {
             for r in results.by_ref().take(n) {
-                r.map_err(nl_err(describe(s)))?;
+                // Described only when it failed: a join formats nothing
+                // per entry.
+                if let Err(e) = r {
+                    return Err(nl_err(describe(s))(e));
+                }
             }
             if let Object::Route(r) = &s.object {
                 self.route_done(index, s.action, r);
