@@ -275,7 +275,12 @@ impl Store {
             line(&mut buf, &r)?;
             self.disk.apply_peer(name, p);
         }
+        // Generation 0 is a file of an earlier version (or none): such a
+        // version may write it again, without a generation, after this
+        // one's journal; a journal continues only a snapshot of its own.
+        let unnumbered = self.disk.generation == 0;
         if renamed
+            || unnumbered
             || self.on.compact
             || self.on.journal_bytes + buf.len() as u64 > self.on.snapshot_bytes
         {

@@ -264,6 +264,27 @@ fn an_old_state_file_loads() {
     ))
     .unwrap();
     assert_eq!(held(d.path()), want);
+    // The first write numbered it (a journal continues only a snapshot of
+    // its own: an earlier version would write this one again without a
+    // generation); the next appends.
+    assert_eq!(load(d.path(), "n").unwrap().generation, 1);
+    want.learned.insert("carol".into(), peer(40061));
+    st.write(Save::Delta(
+        head(&s),
+        vec![("carol".into(), Some(peer(40061)))],
+    ))
+    .unwrap();
+    assert_eq!(held(d.path()), want);
+    assert_eq!(journal(d.path()).lines().count(), 2);
+
+    // That earlier version runs again and writes its own file: the
+    // journal is not replayed over it.
+    let mut old = want.clone();
+    old.generation = 0;
+    old.learned.remove("carol");
+    let text = serde_json::to_string_pretty(&old).unwrap();
+    std::fs::write(path(d.path(), "n"), text).unwrap();
+    assert!(!load(d.path(), "n").unwrap().learned.contains_key("carol"));
 }
 
 #[test]
