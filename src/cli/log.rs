@@ -2,89 +2,111 @@
 //! formatted (and timestamped) where it is logged, then handed over in
 //! memory; the thread writes whatever queued up in one write. The daemon's
 //! loop neither waits on a slow reader of stderr (a pipe to journald)
-//! nor makes a system call per line: a mass join logs several lines per
-//! spoke. Nothing is dropped: past `QUEUE` lines waiting, a caller waits,
-//! as it would on stderr itself.
+//! nor makes a system call per line (a mass join logs several lines per
+//! spoke): the thread is woken only when the queue stops being empty.
+//! Nothing is dropped: past `WAITING` bytes queued, a caller waits, as it
+//! would on stderr itself.
 
 use std::{
     io::Write,
-    sync::mpsc::{Receiver, SyncSender, sync_channel},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
 };
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines waiting for the writer thread, at most.
-const QUEUE: usize = 1 << 16;
+/// Bytes waiting for the writer thread, at most (about 100,000 lines).
+const WAITING: usize = 16 << 20;
 
-enum Msg {
-    Line(Vec<u8>),
-    /// Write out everything before this, then stop.
-    Stop,
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// Write out what waits, then stop.
+    stop: bool,
+    /// The thread stopped: write straight to stderr.
+    gone: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Something to write (signalled when the queue stops being empty, not
+    /// per line: a line costs no system call while the thread is busy).
+    ready: Condvar,
+    /// Room in the queue again.
+    room: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The `MakeWriter` for tracing: each event's text goes to the thread.
 #[derive(Clone)]
-pub struct Lines(SyncSender<Msg>);
+pub struct Lines(Arc<Shared>);
 
 /// Stops the thread when dropped, after it wrote every line queued.
 pub struct Flush {
-    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// A writer for stderr on a thread of its own; `None` if no thread could
 /// be started (then log straight to stderr).
 pub fn stderr() -> Option<(Lines, Flush)> {
-    let (tx, rx) = sync_channel(QUEUE);
+    let shared = Arc::new(Shared::default());
+    let s = shared.clone();
     let thread = std::thread::Builder::new()
         .name("lvn-log".into())
-        .spawn(move || write_all(&rx, &mut std::io::stderr().lock()))
+        .spawn(move || write_all(&s, &mut std::io::stderr().lock()))
         .ok()?;
     Some((
-        Lines(tx.clone()),
+        Lines(shared.clone()),
         Flush {
-            tx,
+            shared,
             thread: Some(thread),
         },
     ))
 }
 
-/// Write lines as they come, flushing whenever none is waiting.
-fn write_all(rx: &Receiver<Msg>, out: &mut impl Write) {
-    let mut buf = std::io::BufWriter::with_capacity(64 << 10, out);
-    while let Ok(msg) = rx.recv() {
-        let mut next = Some(msg);
-        while let Some(m) = next {
-            match m {
-                Msg::Line(l) => {
-                    let _ = buf.write_all(&l);
-                }
-                Msg::Stop => {
-                    let _ = buf.flush();
-                    return;
-                }
+/// Write whatever queued up, in one write each time, until stopped.
+fn write_all(shared: &Shared, out: &mut impl Write) {
+    let mut chunk = Vec::new();
+    loop {
+        let stop = {
+            let mut q = shared.lock();
+            while q.bytes.is_empty() && !q.stop {
+                q = shared.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
             }
-            next = rx.try_recv().ok();
+            std::mem::swap(&mut chunk, &mut q.bytes);
+            q.gone = q.stop;
+            q.stop
+        };
+        shared.room.notify_all();
+        let _ = out.write_all(&chunk);
+        let _ = out.flush();
+        chunk.clear();
+        if stop {
+            return;
         }
-        let _ = buf.flush();
     }
-    let _ = buf.flush();
 }
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        if self.tx.send(Msg::Stop).is_ok()
-            && let Some(t) = self.thread.take()
-        {
+        self.shared.lock().stop = true;
+        self.shared.ready.notify_one();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// One event's text, sent when tracing is done with it.
+/// One event's text, queued when tracing is done with it.
 pub struct Line {
-    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
     buf: Vec<u8>,
 }
 
@@ -104,10 +126,25 @@ impl Drop for Line {
         if self.buf.is_empty() {
             return;
         }
-        let line = std::mem::take(&mut self.buf);
-        // The thread stopped (the process is ending): straight to stderr.
-        if let Err(std::sync::mpsc::SendError(Msg::Line(l))) = self.tx.send(Msg::Line(line)) {
-            let _ = std::io::stderr().write_all(&l);
+        let mut q = self.shared.lock();
+        while q.bytes.len() >= WAITING && !q.gone {
+            q = self
+                .shared
+                .room
+                .wait(q)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if q.gone {
+            // The process is ending.
+            drop(q);
+            let _ = std::io::stderr().write_all(&self.buf);
+            return;
+        }
+        let first = q.bytes.is_empty();
+        q.bytes.extend_from_slice(&self.buf);
+        drop(q);
+        if first {
+            self.shared.ready.notify_one();
         }
     }
 }
@@ -117,7 +154,7 @@ impl<'a> MakeWriter<'a> for Lines {
 
     fn make_writer(&'a self) -> Line {
         Line {
-            tx: self.0.clone(),
+            shared: self.0.clone(),
             buf: Vec::new(),
         }
     }
@@ -129,20 +166,25 @@ mod tests {
 
     #[test]
     fn every_line_arrives_in_order_before_the_stop() {
-        let (tx, rx) = sync_channel(4);
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
         let writer = std::thread::spawn(move || {
             let mut out = Vec::new();
-            write_all(&rx, &mut out);
+            write_all(&s, &mut out);
             out
         });
-        let lines = Lines(tx.clone());
-        for i in 0..100 {
+        let lines = Lines(shared.clone());
+        for i in 0..1000 {
             let mut l = lines.make_writer();
             writeln!(l, "line {i}").unwrap();
         }
-        tx.send(Msg::Stop).unwrap();
+        let flush = Flush {
+            shared,
+            thread: None,
+        };
+        drop(flush);
         let out = String::from_utf8(writer.join().unwrap()).unwrap();
-        let want: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let want: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(out, want);
     }
 }
