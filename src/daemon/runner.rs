@@ -266,7 +266,8 @@ pub async fn run<D: Datapath + 'static>(
                     // The writer's copy is gone with its thread: a fresh
                     // one, and the controller saves everything next.
                     Err(e) => {
-                        store = Some(Store::new(opts.state_dir.clone(), Default::default(), OnDisk { compact: true, ..OnDisk::default() }));
+                        let fresh = OnDisk { compact: true, ..OnDisk::default() };
+                        store = Some(Store::new(opts.state_dir.clone(), Default::default(), fresh));
                         Err(format!("the state writer failed: {e}"))
                     }
                 };
