@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod confirm;
+mod log;
 mod session;
 
 use session::{Session, print_plan};
@@ -157,8 +158,11 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    init_logging(cli.log_format == "json", level);
-    match run(cli) {
+    let flush = init_logging(cli.log_format == "json", level, level == "info");
+    let r = run(cli);
+    // Every line logged is out before the last one.
+    drop(flush);
+    match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -167,18 +171,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool, level: &str) {
+/// Logging to stderr; with `threaded` (the daemon) through a thread of
+/// its own (`log.rs`), stopped by dropping what this returns.
+fn init_logging(json: bool, level: &str, threaded: bool) -> Option<log::Flush> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LVN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (writer, flush) = match threaded.then(log::stderr).flatten() {
+        Some((lines, flush)) => (BoxMakeWriter::new(lines), Some(flush)),
+        None => (BoxMakeWriter::new(std::io::stderr), None),
+    };
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if json {
         fmt.json().flatten_event(true).try_init()
     } else {
         fmt.with_ansi(std::io::stderr().is_terminal()).try_init()
     };
+    flush
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

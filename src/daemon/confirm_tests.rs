@@ -123,14 +123,13 @@ impl Lab {
                     self.ctl.on(Event::Reconciled(o), self.now)
                 }
                 Effect::Send { payload, .. } => self.deliver(&payload),
-                Effect::Save(mut s) => {
+                Effect::Save(s) => {
                     // As on disk: the last good file stays until a save
                     // brings another.
-                    match s.good {
-                        Some(_) => self.good_writes += 1,
-                        None => s.good = self.saved.good.take(),
+                    if s.good().is_some() {
+                        self.good_writes += 1;
                     }
-                    self.saved = s;
+                    self.saved.apply(s);
                     self.ctl.on(Event::Saved(Ok(())), self.now)
                 }
                 Effect::Notify(_) => Vec::new(),

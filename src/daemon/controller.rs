@@ -17,6 +17,7 @@ pub use super::events::{Effect, Event, Loaded, Now, Tally, Version};
 use super::{
     backoff::{Backoff, Report},
     confirm::{Confirm, Start},
+    journal::Save,
     probes::{self, Probe},
     reconciler::{Outcome, Request},
     state::{self, Saved},
@@ -86,6 +87,10 @@ pub struct Controller {
     save_in_flight: bool,
     save_at: Option<Instant>,
     save: Backoff,
+    /// Peers whose saved state changed since the last save started;
+    /// `None`: save everything (the first save of a run, after a failed
+    /// save, after a reload that changed the network).
+    unsaved: Option<BTreeSet<String>>,
     /// The spoke's counter as saved (its reservation).
     pub(super) reserved: u64,
     /// SHA-256 of an invalid file already reported.
@@ -187,6 +192,7 @@ impl Controller {
             save_in_flight: false,
             save_at: None,
             save: Backoff::default(),
+            unsaved: None,
             reserved,
             invalid: None,
             ready: false,
@@ -370,6 +376,7 @@ impl Controller {
             }
             for name in &gone {
                 self.touch(name);
+                self.unsaved(name);
             }
             if !gone.is_empty() {
                 self.want(t, "expiry");
@@ -415,10 +422,9 @@ impl Controller {
             self.save_at = None;
             self.dirty = false;
             self.save_in_flight = true;
-            let s = self.saved(now);
+            let s = self.save(now);
             self.confirm.good_saving = s
-                .good
-                .as_ref()
+                .good()
                 .and(self.confirm.good.as_ref())
                 .map(|(sha, _)| sha.clone());
             out.push(Effect::Save(s));
@@ -594,6 +600,7 @@ impl Controller {
                 }
                 self.tally.count("accepted", 1);
                 self.dirty = true;
+                self.unsaved(&peer);
                 if changed {
                     info!(peer = %peer, endpoint = %from, "learned endpoint");
                     self.touch(&peer);
@@ -641,6 +648,35 @@ impl Controller {
         self.want(t + DRIFT_SETTLE, "drift");
     }
 
+    /// `peer`'s saved state changed (its endpoint, counter, liveness or
+    /// declaration).
+    pub(super) fn unsaved(&mut self, peer: &str) {
+        if let Some(u) = &mut self.unsaved
+            && !u.contains(peer)
+        {
+            u.insert(peer.to_string());
+        }
+    }
+
+    /// Everything must be saved again.
+    pub(super) fn unsaved_all(&mut self) {
+        self.unsaved = None;
+    }
+
+    /// What the next save writes: what changed since the last one, in
+    /// O(changes); the whole state only when asked for.
+    fn save(&mut self, now: Now) -> Save {
+        match self.unsaved.replace(BTreeSet::new()) {
+            None => Save::Whole(self.saved(now)),
+            Some(names) => Save::Delta(self.saved_head(), self.saved_peers(&names, now)),
+        }
+    }
+
+    /// What a stopping daemon writes last: everything, as one snapshot.
+    pub fn save_all(&self, now: Now) -> Save {
+        Save::Whole(self.saved(now))
+    }
+
     pub(super) fn save_soon(&mut self, t: Instant) {
         self.dirty = true;
         self.save_at = Some(self.save_at.map_or(t, |s| s.min(t)));
@@ -657,6 +693,8 @@ impl Controller {
             }
             Err(e) => {
                 self.confirm.good_saving = None;
+                // What the failed save carried is not known to be written.
+                self.unsaved_all();
                 if self.save.failed(now.at, e.clone()) == Report::New {
                     error!("saving state: {e}; retrying with back-off");
                 }

@@ -10,8 +10,8 @@ use std::{
 };
 
 use super::{
+    journal::Save,
     reconciler::{Outcome, Request},
-    state::Saved,
 };
 use crate::{
     config::Topology,
@@ -108,7 +108,8 @@ pub enum Effect {
         to: IpAddr,
         payload: Vec<u8>,
     },
-    Save(Saved),
+    /// Write the state: what changed since the last save, or everything.
+    Save(Save),
     /// A systemd notification (READY=1, RELOADING=1, STATUS=...).
     Notify(String),
 }

@@ -9,12 +9,13 @@
 //! loop; `reconciler.rs` is one observe-plan-apply, shared with the
 //! controller's tests on the fake kernel. `probes.rs` builds the probe state
 //! machines (keepalives, a spoke's failover), `state.rs` keeps what was
-//! learned across restarts, `status.rs`, `view.rs` and `metrics.rs` show it.
+//! learned across restarts (a snapshot and `journal.rs`), `status.rs`, `view.rs` and `metrics.rs` show it.
 
 mod backoff;
 mod confirm;
 mod controller;
 mod events;
+mod journal;
 mod kernel_watch;
 mod layer2;
 mod metrics;
@@ -133,7 +134,7 @@ fn check(opts: &Options, path: &std::path::Path, text: String, why: &'static str
 
 /// The file the daemon starts on: the file on disk, or the last good file
 /// of its network (see `confirm.rs`), with what the last run saved.
-fn load_start(opts: &Options) -> Result<(confirm::Start, Saved)> {
+fn load_start(opts: &Options) -> Result<(confirm::Start, Saved, journal::OnDisk)> {
     let current = load(opts, "start");
     let network = match &current.result {
         Ok((topo, _)) => topo.network.name.clone(),
@@ -143,7 +144,7 @@ fn load_start(opts: &Options) -> Result<(confirm::Start, Saved)> {
             network_name(&current.text).ok_or_else(|| anyhow::anyhow!("{}", errors.join("\n")))?
         }
     };
-    let saved = state::load(&opts.state_dir, &network)
+    let (saved, on_disk) = state::load_all(&opts.state_dir, &network)
         .map_err(|e| anyhow::anyhow!("reading saved state: {e}"))?;
     let good = match state::load_good(&opts.state_dir, &network) {
         Ok(Some(text)) => {
@@ -164,7 +165,7 @@ fn load_start(opts: &Options) -> Result<(confirm::Start, Saved)> {
     };
     let start = confirm::choose_start(current.version(), good, &saved)
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
-    Ok((start, saved))
+    Ok((start, saved, on_disk))
 }
 
 /// `[network] name` of topology text that may be invalid otherwise.

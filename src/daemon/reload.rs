@@ -76,8 +76,14 @@ impl Controller {
         }
         self.retire.retain(|s| s != &new);
         match crate::reconcile::delta::changed_nodes(&self.topo, &v.topo) {
-            Some(nodes) => nodes.iter().for_each(|n| self.touch(n)),
-            None => self.touch_all(),
+            Some(nodes) => nodes.iter().for_each(|n| {
+                self.touch(n);
+                self.unsaved(n);
+            }),
+            None => {
+                self.touch_all();
+                self.unsaved_all();
+            }
         }
         self.topo = v.topo;
         self.key = v.key;

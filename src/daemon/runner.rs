@@ -14,12 +14,12 @@ use super::{
     Options,
     backoff::{Backoff, Report},
     controller::{Controller, Effect, Event, Loaded, Now},
+    journal::{OnDisk, Save, Store},
     kernel_watch::KernelWatch,
     metrics,
     reconciler::{self, Memo, Outcome},
     serve::Servers,
     sockets::{self, Overlay, Spec},
-    state,
     status::socket_path,
     watch,
 };
@@ -66,10 +66,13 @@ pub async fn run<D: Datapath + 'static>(
     dp: D,
     mut kernel: Option<KernelWatch>,
 ) -> Result<()> {
-    let (start, saved) = super::load_start(&opts)?;
+    let (start, saved, on_disk) = super::load_start(&opts)?;
     let network = start.run.topo.network.name.clone();
     let mut ctl = Controller::start(&opts.node, start, &saved, opts.resync, clock())
         .map_err(|e| anyhow!("{e}"))?;
+    // The state files' writer, with its own copy of what they hold: it
+    // goes to a blocking thread with each save and comes back with it.
+    let mut store = Some(Store::new(opts.state_dir.clone(), saved, on_disk));
     let mut servers = Servers::bind(socket_path(&opts.run_dir, &network), opts.metrics).await?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch::watch(&opts.config, reload_tx)?;
@@ -82,7 +85,7 @@ pub async fn run<D: Datapath + 'static>(
     // What the last reconcile leaves for the next; travels with `dp`.
     let mut memo = Memo::default();
     let mut reconciling: Option<Reconciling<D>> = None;
-    let mut saving: Option<JoinHandle<Result<(), String>>> = None;
+    let mut saving: Option<JoinHandle<(Store, Result<(), String>)>> = None;
     let mut loading: Option<JoinHandle<Loaded>> = None;
     let mut load_again: Option<&'static str> = None;
     let mut socks = Sockets {
@@ -143,12 +146,24 @@ pub async fn run<D: Datapath + 'static>(
                     }
                     None => debug!("no overlay socket yet: nothing sent to {to}"),
                 },
-                Effect::Save(s) => {
-                    let dir = opts.state_dir.clone();
-                    saving = Some(tokio::task::spawn_blocking(move || {
-                        state::save(&dir, &s).map_err(|e| format!("{}: {e}", dir.display()))
-                    }));
-                }
+                Effect::Save(s) => match store.take() {
+                    Some(mut st) => {
+                        let dir = opts.state_dir.clone();
+                        saving = Some(tokio::task::spawn_blocking(move || {
+                            let r =
+                                write(&mut st, s).map_err(|e| format!("{}: {e}", dir.display()));
+                            (st, r)
+                        }));
+                    }
+                    // Cannot happen (the controller saves one at a time);
+                    // if it did, it hears a failure and saves everything.
+                    None => {
+                        error!("a state save was asked for while one runs; retrying later");
+                        bounced = Some(Event::Saved(Err(
+                            "a save was asked for while one ran".into()
+                        )));
+                    }
+                },
                 Effect::Notify(s) => metrics::sd_notify(&s),
             }
         }
@@ -243,7 +258,20 @@ pub async fn run<D: Datapath + 'static>(
             }
             r = async { saving.as_mut().expect("guarded").await }, if saving.is_some() => {
                 saving = None;
-                Next::Event(Event::Saved(r.unwrap_or_else(|e| Err(e.to_string()))))
+                let r = match r {
+                    Ok((st, r)) => {
+                        store = Some(st);
+                        r
+                    }
+                    // The writer's copy is gone with its thread: a fresh
+                    // one, and the controller saves everything next.
+                    Err(e) => {
+                        let fresh = OnDisk { compact: true, ..OnDisk::default() };
+                        store = Some(Store::new(opts.state_dir.clone(), Default::default(), fresh));
+                        Err(format!("the state writer failed: {e}"))
+                    }
+                };
+                Next::Event(Event::Saved(r))
             }
             c = servers.accept() => {
                 match c {
@@ -297,14 +325,30 @@ pub async fn run<D: Datapath + 'static>(
     };
     info!("{sig}: saving state and exiting; the kernel state stays");
     metrics::sd_notify("STOPPING=1");
-    if let Some(s) = saving.take() {
-        let _ = s.await;
+    if let Some(s) = saving.take()
+        && let Ok((st, _)) = s.await
+    {
+        store = Some(st);
     }
-    if let Err(e) = state::save(&opts.state_dir, &ctl.saved(clock())) {
+    // Everything into one snapshot: the journal starts empty again.
+    let mut st = store.unwrap_or_else(|| {
+        Store::new(
+            opts.state_dir.clone(),
+            Default::default(),
+            OnDisk::default(),
+        )
+    });
+    if let Err(e) = write(&mut st, ctl.save_all(clock())) {
         error!("saving state in {}: {e}", opts.state_dir.display());
     }
     servers.remove();
     Ok(())
+}
+
+/// One save, on the writer's thread; a panic is a failed save.
+fn write(store: &mut Store, s: Save) -> std::io::Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.write(s)))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the state writer panicked")))
 }
 
 /// What drift is judged by after a reconcile: its desired state, and the

@@ -1,8 +1,9 @@
 //! What a daemon learned, kept across restarts in the state directory
-//! (`<state-dir>/<network>.json`, written atomically): learned endpoints,
-//! the counters that guard against replays (expired peers' included), and
-//! this node's own counter reservation; how the controller makes it and
-//! takes it back.
+//! (`<state-dir>/<network>.json`, written atomically, and the journal that
+//! continues it, `<network>.journal`: see `journal.rs`): learned
+//! endpoints, the counters that guard against replays (expired peers'
+//! included), and this node's own counter reservation; how the controller
+//! makes it and takes it back.
 
 use std::{
     collections::BTreeMap,
@@ -13,13 +14,17 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     controller::{Controller, Now},
+    journal,
     probes::Probe,
 };
-use crate::config::{Auth, Topology};
+use crate::{
+    config::{Auth, Topology},
+    probe::hub::Live,
+};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvn";
@@ -29,7 +34,7 @@ pub struct Saved {
     pub network: String,
     pub node: String,
     /// What the hub heard from each peer, expired ones included, by name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub learned: BTreeMap<String, SavedPeer>,
     /// This node's counter reservation: above every counter it has sent.
     #[serde(default)]
@@ -54,6 +59,14 @@ pub struct Saved {
     /// file, and an operator can read it).
     #[serde(skip)]
     pub good: Option<std::sync::Arc<str>>,
+    /// The generation of the journal that continues this file (absent in
+    /// files of earlier versions, which have no journal: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,31 +127,49 @@ pub fn remove_good(state_dir: &Path, network: &str) -> std::io::Result<()> {
     }
 }
 
-/// Read the saved state; a missing file is an empty state, a broken one an
-/// error (never silently forget what was learned).
+/// Read the saved state: the state file and its journal replayed. A missing
+/// file is an empty state, a broken one an error (never silently forget
+/// what was learned); a journal's bad lines are reported and skipped.
 pub fn load(state_dir: &Path, network: &str) -> Result<Saved, String> {
-    let p = path(state_dir, network);
-    match std::fs::read_to_string(&p) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
-        Err(e) => Err(format!("{}: {e}", p.display())),
-    }
+    load_all(state_dir, network).map(|(s, _)| s)
 }
 
-/// Write the state (and the last good file, if it changed) atomically
-/// and durably.
-pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
-    if let Some(text) = &s.good {
-        save_good(state_dir, &s.network, text)?;
+/// [`load`], and what the files are (for the [`journal::Store`] that
+/// writes them next).
+pub fn load_all(state_dir: &Path, network: &str) -> Result<(Saved, journal::OnDisk), String> {
+    let p = path(state_dir, network);
+    let (mut s, snapshot_bytes) = match std::fs::read_to_string(&p) {
+        Ok(text) => (
+            serde_json::from_str::<Saved>(&text).map_err(|e| format!("{}: {e}", p.display()))?,
+            text.len() as u64,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Saved::default(), 0),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    let on = journal::replay(state_dir, network, &mut s)?;
+    for problem in &on.problems {
+        warn!("{problem}");
     }
-    let mut json = serde_json::to_string_pretty(s)?;
-    json.push('\n');
-    write_atomic(state_dir, &path(state_dir, &s.network), json.as_bytes())
+    Ok((
+        s,
+        journal::OnDisk {
+            snapshot_bytes,
+            ..on
+        },
+    ))
+}
+
+/// Write the whole state (and the last good file, if it changed)
+/// atomically and durably, as a new snapshot with an empty journal.
+#[cfg(test)]
+pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
+    let (disk, on) = load_all(state_dir, &s.network).unwrap_or_default();
+    journal::Store::new(state_dir.to_path_buf(), disk, on).write(journal::Save::Whole(s.clone()))
 }
 
 /// A temporary file in the same directory, fsync, rename, then fsync the
 /// directory so the rename itself survives a power cut.
-fn write_atomic(state_dir: &Path, p: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(state_dir: &Path, p: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let name = p
         .file_name()
@@ -158,6 +189,19 @@ impl Controller {
     /// What survives a restart: every peer's endpoint and replay counter,
     /// expired ones included, and this node's counter reservation.
     pub fn saved(&self, now: Now) -> Saved {
+        let mut s = self.saved_head();
+        if let Probe::Hub(h) = &self.probe {
+            for (name, l) in h.live() {
+                s.learned
+                    .insert(name.clone(), self.saved_peer(name, l, now));
+            }
+        }
+        s
+    }
+
+    /// [`Controller::saved`] but the peers: small, whatever the number of
+    /// peers.
+    pub(super) fn saved_head(&self) -> Saved {
         let mut s = Saved {
             network: self.topo.network.name.clone(),
             node: self.node.clone(),
@@ -174,32 +218,45 @@ impl Controller {
                 .map(|(_, text)| text.clone()),
             ..Saved::default()
         };
-        match &self.probe {
-            Probe::Hub(h) => {
-                let wall = now.wall_ns / 1_000_000_000;
-                for (name, l) in h.live() {
-                    let age = now.at.saturating_duration_since(l.last_seen).as_secs();
-                    s.learned.insert(
-                        name.clone(),
-                        SavedPeer {
-                            endpoint: l.endpoint,
-                            counter: l.counter,
-                            last_seen_unix: wall.saturating_sub(age),
-                            up: l.up,
-                            public_key: public_key(&self.topo, name),
-                        },
-                    );
-                }
-            }
-            Probe::Spoke(_) => {
-                s.counter = self.reserved;
-                s.primary = self
-                    .failover
-                    .as_ref()
-                    .and_then(|f| f.primary().map(str::to_string));
-            }
+        if let Probe::Spoke(_) = &self.probe {
+            s.counter = self.reserved;
+            s.primary = self
+                .failover
+                .as_ref()
+                .and_then(|f| f.primary().map(str::to_string));
         }
         s
+    }
+
+    /// What the state keeps of `names` (`None`: a peer no longer heard of,
+    /// to forget): a save of what changed, built in O(changes).
+    pub(super) fn saved_peers<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+        now: Now,
+    ) -> Vec<(String, Option<SavedPeer>)> {
+        let Probe::Hub(h) = &self.probe else {
+            return Vec::new();
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let p = h.live().get(name).map(|l| self.saved_peer(name, l, now));
+                (name.clone(), p)
+            })
+            .collect()
+    }
+
+    fn saved_peer(&self, name: &str, l: &Live, now: Now) -> SavedPeer {
+        let wall = now.wall_ns / 1_000_000_000;
+        let age = now.at.saturating_duration_since(l.last_seen).as_secs();
+        SavedPeer {
+            endpoint: l.endpoint,
+            counter: l.counter,
+            last_seen_unix: wall.saturating_sub(age),
+            up: l.up,
+            public_key: public_key(&self.topo, name),
+        }
     }
 }
 
@@ -271,7 +328,15 @@ mod tests {
             },
         );
         save(d.path(), &s).unwrap();
-        assert_eq!(load(d.path(), "n").unwrap(), s);
+        let back = load(d.path(), "n").unwrap();
+        assert_eq!(back.generation, 1);
+        assert_eq!(
+            Saved {
+                generation: 0,
+                ..back
+            },
+            s
+        );
         std::fs::write(path(d.path(), "n"), "{").unwrap();
         assert!(load(d.path(), "n").is_err());
     }

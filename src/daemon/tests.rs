@@ -101,7 +101,11 @@ pub(super) struct Sim {
     pub(super) memo: reconciler::Memo,
     pub(super) now: Now,
     sent: Vec<(IpAddr, Vec<u8>)>,
+    /// What the state files hold after each save.
     saves: Vec<Saved>,
+    disk: Saved,
+    /// The saves as the controller made them.
+    pub(super) made: Vec<super::journal::Save>,
     pub(super) reconciles: Vec<String>,
     /// The desired state as the kernel watch would hold it, kept from
     /// each reconcile's outcome the way the runner passes it on.
@@ -130,6 +134,8 @@ impl Sim {
             now,
             sent: Vec::new(),
             saves: Vec::new(),
+            disk: saved.clone(),
+            made: Vec::new(),
             reconciles: Vec::new(),
             judged: crate::reconcile::State::default(),
         }
@@ -148,7 +154,9 @@ impl Sim {
                     Vec::new()
                 }
                 Effect::Save(s) => {
-                    self.saves.push(s);
+                    self.made.push(s.clone());
+                    self.disk.apply(s);
+                    self.saves.push(self.disk.clone());
                     self.ctl.on(Event::Saved(Ok(())), self.now)
                 }
                 Effect::Notify(_) => Vec::new(),
@@ -645,4 +653,96 @@ fn counters_saved_under_another_auth_mode_or_key_are_dropped_on_restart() {
             "alice refused after a restart: {saved:?}"
         );
     }
+}
+
+/// A keepalive of spoke `name` (overlay address `address`) from `from`.
+fn keepalive_of(name: &str, address: &str, sim: &Sim, from: SocketAddr) -> Event {
+    let mut probe = SpokeProbe::new(
+        name,
+        false,
+        Duration::from_secs(1),
+        vec![(
+            "hub1".into(),
+            Mac::for_overlay("100.64.0.1".parse().unwrap()),
+            None,
+        )],
+    );
+    Event::Keepalive {
+        payload: keepalive(&mut probe, sim),
+        from,
+        inner: Inner::Mac(Mac::for_overlay(address.parse().unwrap())),
+    }
+}
+
+/// Issue 12: each learned or expired spoke wrote the whole state (every
+/// peer, ~14 MB at 100,000), built in the loop. A save after the first
+/// carries the peers that changed, nothing else; what the files hold is
+/// still everything.
+#[test]
+fn a_save_carries_only_the_peers_that_changed() {
+    use super::journal::Save;
+    let mut sim = hub_sim(None);
+    // The first save of a run is whole (here: the file applied at start,
+    // kept as the last good file).
+    assert!(matches!(sim.made.first(), Some(Save::Whole(_))));
+    let bob = keepalive_of("bob", "100.64.0.3", &sim, nat(40003));
+    sim.event(bob);
+    sim.advance(Duration::from_millis(10));
+    assert!(
+        matches!(sim.made.last(), Some(Save::Delta(_, c)) if c.len() == 1),
+        "{:?}",
+        sim.made
+    );
+
+    let alice = keepalive_of("alice", "100.64.0.2", &sim, nat(40001));
+    sim.event(alice);
+    sim.advance(Duration::from_millis(10));
+    match sim.made.last() {
+        Some(Save::Delta(head, changed)) => {
+            assert!(head.learned.is_empty());
+            assert_eq!(changed.len(), 1, "{changed:?}");
+            assert_eq!(changed[0].0, "alice");
+            assert_eq!(changed[0].1.as_ref().map(|p| p.endpoint), Some(nat(40001)));
+        }
+        other => panic!("not a save of alice alone: {other:?}"),
+    }
+    assert_eq!(sim.disk.learned.len(), 2);
+
+    // Both expire (4 s): one save of the two, down.
+    sim.advance(Duration::from_secs(6));
+    match sim.made.last() {
+        Some(Save::Delta(_, changed)) => {
+            assert_eq!(changed.len(), 2, "{changed:?}");
+            assert!(
+                changed
+                    .iter()
+                    .all(|(_, p)| p.as_ref().is_some_and(|p| !p.up))
+            );
+        }
+        other => panic!("not a save of the expired: {other:?}"),
+    }
+    assert_eq!(
+        Saved {
+            good: None,
+            ..sim.disk.clone()
+        },
+        sim.ctl.saved(sim.now),
+        "the files hold everything"
+    );
+}
+
+/// After a failed save nothing is known of what reached the disk: the
+/// next save is whole.
+#[test]
+fn after_a_failed_save_the_next_is_whole() {
+    use super::journal::Save;
+    let mut sim = hub_sim(None);
+    let alice = keepalive_of("alice", "100.64.0.2", &sim, nat(40001));
+    sim.event(alice);
+    sim.advance(Duration::from_millis(10));
+    let made = sim.made.len();
+    sim.event(Event::Saved(Err("no space left on device".into())));
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.made.len(), made + 1);
+    assert!(matches!(sim.made.last(), Some(Save::Whole(s)) if s.learned.len() == 1));
 }
