@@ -1,5 +1,6 @@
 //! Keepalive handling on the hub: `HubProbe::on_keepalive` with 1k peers,
-//! auth "none" and auth "keys", per keepalive.
+//! auth "none" and auth "keys", per keepalive; and the hub's expiry check
+//! with 1k and 100k live peers (`expiry/`).
 //!
 //!   cargo bench --bench keepalive
 //!
@@ -361,5 +362,58 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One expiry check of a hub (`HubProbe::expire`, made when the earliest
+/// live peer's silence may run out, at most every 250 ms: what each
+/// expiry of a spoke costs) with `n` live learned peers that each send a
+/// keepalive a second (`expire_after` 3 s): between two checks a quarter
+/// of them is heard from (not timed), then one check is timed. Nobody
+/// expires; the check has to look at every live peer to find that out.
+fn bench_expiry(c: &mut Criterion) {
+    let mut g = c.benchmark_group("expiry");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for n in [1_000usize, 100_000] {
+        let peers: Vec<Peer> = (0..n)
+            .map(|i| Peer {
+                name: format!("s{i:06}"),
+                mac: Mac([2, 0x4c, 100, 64, (i >> 8) as u8, i as u8]),
+                address: IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i as u32)),
+                key: None,
+                static_endpoint: None,
+                expire_after: Duration::from_secs(3),
+            })
+            .collect();
+        let names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000);
+        let mut hub = HubProbe::new(HUB, false, peers);
+        let t0 = Instant::now();
+        for name in &names {
+            hub.restore(name, from, 0, true, t0);
+        }
+        let mut now = t0;
+        let mut turn = 0usize;
+        g.bench_function(format!("check-none-due/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    now += Duration::from_millis(250);
+                    // A quarter of the peers heard from since the last check
+                    // (a keepalive moves `last_seen`, as `restore` does).
+                    for name in names.iter().skip(turn % 4).step_by(4) {
+                        hub.restore(name, from, 0, true, now);
+                    }
+                    turn += 1;
+                    let t = Instant::now();
+                    let (gone, next) = hub.expire(black_box(now));
+                    spent += t.elapsed();
+                    assert!(gone.is_empty() && next.is_some());
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_expiry);
 criterion_main!(benches);

@@ -19,6 +19,7 @@ use super::{
 use crate::reconcile::Mac;
 
 mod counters;
+mod expiry;
 
 const NET: &str = "ninux";
 /// A hub's or spoke's clock, in nanoseconds since the epoch (mid-2025).
