@@ -10,7 +10,7 @@ use std::{
 use super::{
     controller::Event,
     state::Saved,
-    tests::{Sim, loaded},
+    tests::{Sim, loaded, spoke_probe},
 };
 use crate::{
     probe::{io::Inner, spoke::SpokeProbe},
@@ -104,17 +104,7 @@ fn keepalive(
 }
 
 fn probe(i: usize) -> (SpokeProbe, u64) {
-    let p = SpokeProbe::new(
-        &format!("s{i}"),
-        false,
-        Duration::from_secs(1),
-        vec![(
-            "hub1".into(),
-            Mac::for_overlay("100.64.0.1".parse().unwrap()),
-            None,
-        )],
-    );
-    (p, 0)
+    (spoke_probe(&format!("s{i}")), 0)
 }
 
 /// The fake kernel holds what a full reconcile would want now, and the

@@ -655,9 +655,9 @@ fn counters_saved_under_another_auth_mode_or_key_are_dropped_on_restart() {
     }
 }
 
-/// A keepalive of spoke `name` (overlay address `address`) from `from`.
-fn keepalive_of(name: &str, address: &str, sim: &Sim, from: SocketAddr) -> Event {
-    let mut probe = SpokeProbe::new(
+/// Spoke `name`'s probe, auth "none", with hub1 (100.64.0.1) its hub.
+pub(super) fn spoke_probe(name: &str) -> SpokeProbe {
+    SpokeProbe::new(
         name,
         false,
         Duration::from_secs(1),
@@ -666,7 +666,12 @@ fn keepalive_of(name: &str, address: &str, sim: &Sim, from: SocketAddr) -> Event
             Mac::for_overlay("100.64.0.1".parse().unwrap()),
             None,
         )],
-    );
+    )
+}
+
+/// A keepalive of spoke `name` (overlay address `address`) from `from`.
+fn keepalive_of(name: &str, address: &str, sim: &Sim, from: SocketAddr) -> Event {
+    let mut probe = spoke_probe(name);
     Event::Keepalive {
         payload: keepalive(&mut probe, sim),
         from,
