@@ -56,9 +56,7 @@ impl Kernel {
             self.check_fou(scope.underlay).await?;
         }
         let (vxlan, owned) = self.observe_links(scope, &mut obs).await?;
-        // The route dumps run on a thread of their own meanwhile: a hub
-        // has a route per spoke, and the kernel does a dump's work in the
-        // reader's `recv`.
+        // The route dumps run on a thread of their own meanwhile.
         let routes = route_dump();
         self.index = owned.iter().map(|(i, n)| (n.clone(), *i)).collect();
         observe_defaults(&mut obs);
@@ -85,17 +83,13 @@ impl Kernel {
             rescan: true,
             ..Gateways::default()
         };
-        let routes = routes
-            .await
-            .map_err(|e| nl_err("listing routes")(std::io::Error::other(e)))??;
+        let routes = routes.finish().await?;
         self.observe_routes(routes, &owned, &nexthops, &mut obs);
         if scope.datapath == config::Datapath::Fou {
             self.observe_listeners(scope, &mut obs).await?;
         }
         if let Some((dump, port)) = fdb {
-            let entries = dump
-                .await
-                .map_err(|e| nl_err("listing fdb entries")(std::io::Error::other(e)))??;
+            let entries = dump.finish().await?;
             fdb_entries(&scope.device, port, entries, &mut obs);
         }
         Ok(obs)
@@ -153,58 +147,73 @@ impl Kernel {
     }
 }
 
-/// A dump reader that keeps the neighbour or FDB entries on device
-/// `index` in `out`.
-fn keep(out: &mut Vec<NeighEntry>, index: u32) -> impl FnMut(u16, &[u8]) + '_ {
+/// A dump message's neighbour or FDB entry, if it is one on device
+/// `index`.
+fn on_device(index: u32) -> impl Fn(u16, &[u8]) -> Option<NeighEntry> + Send + 'static {
     move |kind, payload| {
-        if kind == RTM_NEWNEIGH
-            && let Some(e) = neigh_entry(payload, index)
-        {
-            out.push(e);
-        }
+        (kind == RTM_NEWNEIGH)
+            .then(|| neigh_entry(payload, index))
+            .flatten()
     }
 }
 
 /// Dump `dev`'s FDB (index `index`) on a blocking thread.
-fn fdb_dump(
-    dev: &str,
-    index: u32,
-) -> tokio::task::JoinHandle<Result<Vec<NeighEntry>, DatapathError>> {
-    let op = format!("listing fdb entries of {dev}");
-    tokio::task::spawn_blocking(move || {
-        let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Bridge;
-        req.header.ifindex = index;
-        let mut out = Vec::new();
-        dump_raw_blocking(
-            RouteNetlinkMessage::GetNeighbour(req),
-            keep(&mut out, index),
-        )
-        .map_err(nl_err(op))?;
-        Ok(out)
-    })
+fn fdb_dump(dev: &str, index: u32) -> DumpThread<NeighEntry> {
+    let mut req = NeighbourMessage::default();
+    req.header.family = AddressFamily::Bridge;
+    req.header.ifindex = index;
+    DumpThread::start(
+        format!("listing fdb entries of {dev}"),
+        vec![RouteNetlinkMessage::GetNeighbour(req)],
+        on_device(index),
+    )
 }
 
 /// Dump the main table's routes of both families on a blocking thread,
 /// read as bytes (`route_entry_raw`).
-fn route_dump() -> tokio::task::JoinHandle<Result<Vec<RouteEntry>, DatapathError>> {
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            req.header.table = RouteHeader::RT_TABLE_MAIN;
-            dump_raw_blocking(RouteNetlinkMessage::GetRoute(req), |kind, payload| {
-                if kind == RTM_NEWROUTE
-                    && let Some(e) = route_entry_raw(payload)
-                {
-                    out.push(e);
-                }
-            })
-            .map_err(nl_err("listing routes"))?;
-        }
-        Ok(out)
+fn route_dump() -> DumpThread<RouteEntry> {
+    let requests = [AddressFamily::Inet, AddressFamily::Inet6].map(|family| {
+        let mut req = RouteMessage::default();
+        req.header.address_family = family;
+        req.header.table = RouteHeader::RT_TABLE_MAIN;
+        RouteNetlinkMessage::GetRoute(req)
+    });
+    DumpThread::start("listing routes".into(), requests.into(), |kind, payload| {
+        (kind == RTM_NEWROUTE)
+            .then(|| route_entry_raw(payload))
+            .flatten()
     })
+}
+
+/// Dumps read on a blocking thread of their own (`dump_raw_blocking`),
+/// each message kept as `read` makes it: the kernel does a dump's work in
+/// the reader's `recv`, so two threads overlap it. A hub's FDB and route
+/// dumps hold an entry per spoke.
+struct DumpThread<T> {
+    op: String,
+    thread: tokio::task::JoinHandle<std::io::Result<Vec<T>>>,
+}
+
+impl<T: Send + 'static> DumpThread<T> {
+    fn start(
+        op: String,
+        requests: Vec<RouteNetlinkMessage>,
+        mut read: impl FnMut(u16, &[u8]) -> Option<T> + Send + 'static,
+    ) -> Self {
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for req in requests {
+                dump_raw_blocking(req, |kind, payload| out.extend(read(kind, payload)))?;
+            }
+            Ok(out)
+        });
+        DumpThread { op, thread }
+    }
+
+    async fn finish(self) -> Result<Vec<T>, DatapathError> {
+        let r = self.thread.await.map_err(std::io::Error::other);
+        r.and_then(|r| r).map_err(nl_err(self.op))
+    }
 }
 
 /// The FDB of lvn's device, from its dump: unicast entries and flooding
@@ -249,8 +258,9 @@ pub(super) struct NeighEntry {
     pub permanent: bool,
 }
 
-/// RTM_NEWNEIGH: a neighbour or FDB entry.
-const RTM_NEWNEIGH: u16 = 28;
+/// RTM_NEWNEIGH and RTM_DELNEIGH: a neighbour or FDB entry, made or gone.
+pub(super) const RTM_NEWNEIGH: u16 = 28;
+pub(super) const RTM_DELNEIGH: u16 = 29;
 /// RTM_NEWROUTE: a route.
 const RTM_NEWROUTE: u16 = 24;
 /// Neighbour attributes lvn reads (linux/neighbour.h).
@@ -408,10 +418,10 @@ impl Kernel {
         op: &str,
     ) -> Result<Vec<NeighEntry>, DatapathError> {
         let mut out = Vec::new();
-        dump_raw(
-            RouteNetlinkMessage::GetNeighbour(req),
-            keep(&mut out, index),
-        )
+        let read = on_device(index);
+        dump_raw(RouteNetlinkMessage::GetNeighbour(req), |kind, payload| {
+            out.extend(read(kind, payload))
+        })
         .await
         .map_err(nl_err(op))?;
         Ok(out)

@@ -34,7 +34,7 @@ use rtnetlink::{
 use super::{
     super::batch::raw_messages,
     monitor::{force_rx_buffer, is_overflow, set_option},
-    observe::{NeighEntry, neigh_header},
+    observe::{NeighEntry, RTM_DELNEIGH, RTM_NEWNEIGH, neigh_header},
 };
 use crate::{
     naming::Mac,
@@ -44,8 +44,6 @@ use crate::{
 /// rtnetlink's neighbour group: neighbours of every family and bridge FDB
 /// entries.
 const RTNLGRP_NEIGH: u32 = 3;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_DELNEIGH: u16 = 29;
 /// Room for the notifications of a burst the reader has not caught up with
 /// (each is a small message in a buffer of about 1 KiB of kernel memory):
 /// tens of thousands. The reader keeps up as they come; past this, the
