@@ -1,5 +1,6 @@
-//! Expiry from a queue of deadlines: the same peers expire, at the same
-//! checks, as a walk of every peer would find.
+//! Expiry, which walks the live and the declared peers together: the same
+//! peers expire, at the same checks, as a walk of every peer with a lookup
+//! of each declaration would find.
 
 use std::collections::BTreeMap;
 
@@ -49,7 +50,7 @@ fn walk(
 }
 
 #[test]
-fn the_queue_expires_what_a_walk_of_every_peer_would() {
+fn each_check_expires_what_a_walk_of_every_peer_would() {
     for seed in [1u64, 7, 42, 1234] {
         let mut rng = seed;
         let mut roll = |n: u64| {
